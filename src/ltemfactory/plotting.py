@@ -1,0 +1,60 @@
+"""Figures for humans: montages of relaxed states (matplotlib, Agg backend, written atomically)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ltemfactory.stores import open_store  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> None:
+    """Save ``fig`` to ``path`` through a temporary file and a rename, then close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def relax_montage(store: str | Path, out: str | Path, max_states: int = 64) -> None:
+    """PNG grid of m_z (layer mean) for the states of one relax store.
+
+    Each panel is titled with the state id, its topological charge Q, the number of reversed
+    domains and whether it converged; x is right and y is up (``origin="lower"``).
+    """
+    group = open_store(store)
+    m = group["m"]
+    n = min(m.shape[0], max_states)
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    ids = group["state_id"][:]
+    q = group["topological_charge"][:]
+    count = group["skyrmion_count"][:]
+    conv = group["converged"][:]
+    kind = group["initial_state"][:]
+    cell = group["cell_size_nm"][:]
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.ravel()[i]
+        mz = np.asarray(m[i, 2]).mean(axis=0)
+        ny, nx = mz.shape
+        extent = (0, nx * cell[i], 0, ny * cell[i])
+        ax.imshow(mz, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower", extent=extent)
+        flag = "" if conv[i] else "  NOT CONVERGED"
+        ax.set_title(f"state {ids[i]} ({kind[i]})\nQ={q[i]:.2f} N={count[i]}{flag}", fontsize=8)
+    fig.suptitle(f"{Path(store).name}: m_z (red +1, blue −1), axes in nm", fontsize=9)
+    save_figure(fig, out)

@@ -1,0 +1,99 @@
+"""Zarr v3 stores written atomically: build under a temporary name, then rename.
+
+A store that exists under its final name is complete: every writer here first fills
+``<name>.tmp-<pid>`` and renames it when all arrays, attributes and the consolidated metadata
+are written, so an interrupted job never leaves a store that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+"""Default compression: Blosc-zstd with bit shuffling (good on float32 fields)."""
+
+
+@dataclass
+class Variable:
+    """One array of a store: data, dimension names, units and free attributes."""
+
+    data: np.ndarray
+    dims: tuple[str, ...]
+    units: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    chunks: tuple[int, ...] | None = None
+
+
+@contextlib.contextmanager
+def atomic_store(path: str | Path) -> Iterator[zarr.Group]:
+    """Yield a fresh Zarr group at a temporary path; rename it to ``path`` on success.
+
+    An existing store at ``path`` is replaced only after the new one is complete. On error the
+    temporary store is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        yield group
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            zarr.consolidate_metadata(str(tmp))
+        if path.exists():
+            old = path.with_name(f"{path.name}.old-{os.getpid()}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_variable(group: zarr.Group, name: str, var: Variable) -> zarr.Array:
+    """Create ``name`` in ``group`` from ``var`` with compression and dimension names."""
+    if var.data.ndim != len(var.dims):
+        raise ValueError(f"{name}: {var.data.ndim}-D data but dims {var.dims}")
+    attrs = dict(var.attrs)
+    if var.units is not None:
+        attrs["units"] = var.units
+    data = var.data
+    is_str = data.dtype.kind in "US"
+    arr = group.create_array(
+        name,
+        shape=data.shape,
+        dtype=str if is_str else data.dtype,
+        chunks=var.chunks or data.shape,
+        compressors=None if is_str else COMPRESSOR,
+        dimension_names=list(var.dims),
+        attributes=attrs,
+    )
+    arr[...] = data
+    return arr
+
+
+def open_store(path: str | Path) -> zarr.Group:
+    """Open a finished store read-only (consolidated metadata), with a clear error if absent."""
+    path = Path(path)
+    if not path.is_dir():
+        from ltemfactory.errors import InputError
+
+        raise InputError(f"{path}: no such Zarr store")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        return zarr.open_group(str(path), mode="r", use_consolidated=True)
