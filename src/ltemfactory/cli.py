@@ -26,6 +26,78 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ltemfactory.config import load_config
+    from ltemfactory.sweep import draw_sweep, summarize, write_sweep_tsv
+
+    cfg = load_config(args.config)
+    rows = draw_sweep(cfg)
+    write_sweep_tsv(rows, args.out)
+    log.info(
+        "sweep: %s, %s sampling, seed %d -> %s",
+        summarize(rows),
+        cfg["sweep"]["sampling"],
+        cfg["seed"],
+        args.out,
+    )
+    return 0
+
+
+def _cmd_relax(args: argparse.Namespace) -> int:
+    import torch
+
+    from ltemfactory.config import load_config
+    from ltemfactory.errors import InputError
+    from ltemfactory.relax import relax_batch, write_relax_store
+    from ltemfactory.sweep import read_sweep_tsv
+
+    cfg = load_config(args.config)
+    rows = [r for r in read_sweep_tsv(args.sweep) if r["batch"] == args.batch]
+    if not rows:
+        raise InputError(f"{args.sweep}: no states in batch {args.batch}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    relax = dict(cfg["relax"], device=args.device or cfg["relax"]["device"])
+    batch = relax_batch(rows, cfg["sweep"]["grid"], relax, progress=True)
+    write_relax_store(args.out, batch, cfg, args.batch)
+    return 0
+
+
+def _cmd_montage(args: argparse.Namespace) -> int:
+    from ltemfactory.plotting import relax_montage
+
+    relax_montage(args.store, args.out)
+    return 0
+
+
+def _cmd_export_ovf(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ltemfactory.errors import InputError
+    from ltemfactory.ovf import write_ovf
+    from ltemfactory.stores import open_store
+
+    group = open_store(args.store)
+    ids = list(np.asarray(group["state_id"][:]))
+    if args.state not in ids:
+        raise InputError(f"{args.store}: no state {args.state} (states: {ids})")
+    i = ids.index(args.state)
+    m = np.asarray(group["m"][i], dtype=np.float64)
+    dx = float(group["cell_size_nm"][i]) * 1e-9
+    dz = float(group["thickness_nm"][i]) * 1e-9 / m.shape[1]
+    ms = float(group["Ms_A_per_m"][i])
+    write_ovf(
+        args.out,
+        m,
+        (dx, dx, dz),
+        fmt=args.format,
+        title=f"m of state {args.state}",
+        description=f"ltemfactory state {args.state}; Ms = {ms!r} A/m (mean, before grains)",
+    )
+    log.info("wrote state %d of %s to %s", args.state, args.store, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltemfactory", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ltemfactory {__version__}")
@@ -37,6 +109,32 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate config files against the schema")
     check.add_argument("files", nargs="+", type=Path)
     check.set_defaults(func=_cmd_config_check)
+
+    sweep = sub.add_parser("sweep", help="draw the parameter sweep table (one row per state)")
+    sweep.add_argument("--config", required=True, type=Path, help="config YAML file")
+    sweep.add_argument("--out", required=True, type=Path, help="output TSV, e.g. results/sweep.tsv")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    relax = sub.add_parser("relax", help="relax one batch of the sweep into its own Zarr store")
+    relax.add_argument("--config", required=True, type=Path, help="config YAML file")
+    relax.add_argument("--sweep", required=True, type=Path, help="sweep table (TSV)")
+    relax.add_argument("--batch", required=True, type=int, help="batch index to relax")
+    relax.add_argument("--out", required=True, type=Path, help="output Zarr store")
+    relax.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    relax.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override relax.device")
+    relax.set_defaults(func=_cmd_relax)
+
+    montage = sub.add_parser("montage", help="PNG montage of m_z for a relax store")
+    montage.add_argument("store", type=Path)
+    montage.add_argument("--out", required=True, type=Path)
+    montage.set_defaults(func=_cmd_montage)
+
+    ovf = sub.add_parser("export-ovf", help="write one relaxed state as OVF 2.0 (mumax3/OOMMF)")
+    ovf.add_argument("store", type=Path, help="relax-stage Zarr store")
+    ovf.add_argument("--state", required=True, type=int, help="state id")
+    ovf.add_argument("--out", required=True, type=Path, help="output .ovf file")
+    ovf.add_argument("--format", default="binary4", choices=["binary4", "binary8", "text"])
+    ovf.set_defaults(func=_cmd_export_ovf)
     return parser
 
 

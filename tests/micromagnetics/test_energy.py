@@ -113,3 +113,17 @@ def test_fields_are_minus_the_energy_gradient(periodic, nz, demag):
         expected = torch.where(weight > 0, -grad / torch.where(weight > 0, weight, 1.0), 0.0)
         scale = expected.abs().max() + 1e-30
         assert torch.allclose(fields[term], expected, atol=1e-10 * scale, rtol=0), term
+
+
+def test_in_place_total_field_equals_the_sum_of_the_terms():
+    gen = torch.Generator().manual_seed(2)
+    shape = (2, 10, 12)
+    Ms = 4e5 * (1 + 0.3 * torch.rand(2, *shape, generator=gen, dtype=F64))
+    Ms[:, :, 2:4, 3:5] = 0.0
+    film = make_film(
+        shape, batch=2, Ms=Ms, D=2e-3, Ku=1e5, field_mT=(1, 2, 3), periodic=False, demag=True
+    )
+    model = EnergyModel(film)
+    m = random_unit((2, 3, *shape), gen)
+    total = sum(model.fields(m).values())
+    assert torch.allclose(model.effective_field(m), total, rtol=0, atol=1e-12 * total.abs().max())

@@ -54,13 +54,10 @@ def _bond_masks(film: Film) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return bonds[0], bonds[1], bonds[2]
 
 
-def _forward(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Neighbour values at +1 along ``dim`` (periodic roll; bond masks remove wrapped pairs)."""
-    return torch.roll(t, shifts=-1, dims=dim)
-
-
-def _backward(t: torch.Tensor, dim: int) -> torch.Tensor:
-    return torch.roll(t, shifts=1, dims=dim)
+def _shift(t: torch.Tensor, dim: int, step: int) -> torch.Tensor:
+    """Values of the neighbour at ``step`` (±1) along ``dim`` (a periodic roll; the bond masks
+    remove the pairs that wrap around open edges)."""
+    return torch.roll(t, shifts=-step, dims=dim)
 
 
 @dataclass
@@ -75,9 +72,26 @@ class EnergyModel:
     def __post_init__(self) -> None:
         film = self.film
         dtype = film.Ms.dtype
-        self._inv_ms = torch.where(film.magnetic, 1.0 / film.Ms.clamp(min=1e-30), 0.0).unsqueeze(1)
-        self._bx, self._by, self._bz = (b.to(dtype).unsqueeze(1) for b in _bond_masks(film))
+        inv_ms = torch.where(film.magnetic, 1.0 / film.Ms.clamp(min=1e-30), 0.0).unsqueeze(1)
         self._mask = film.magnetic.to(dtype).unsqueeze(1)
+        # bonds to the +1 and −1 neighbour along x (dim −1), y (dim −2) and z (dim −3)
+        self._bonds = {}
+        for dim, bond in zip((-1, -2, -3), _bond_masks(film), strict=True):
+            if film.shape[3 + dim] > 1:
+                b = bond.to(dtype).unsqueeze(1)
+                self._bonds[dim] = (b, _shift(b, dim, -1))
+        cell = film.cell.view(-1, 3, 1, 1, 1, 1)
+        self._ex_coef = {  # 2A/(μ0 Ms ℓ²) per bond direction
+            dim: 2 * self._coef(film.A) / MU0 * inv_ms / cell[:, -1 - dim] ** 2 for dim in self._bonds
+        }
+        self._dmi_coef = {  # D/(μ0 Ms ℓ) for the in-plane directions
+            dim: self._coef(film.D) / MU0 * inv_ms / cell[:, -1 - dim]
+            for dim in (-1, -2)
+            if dim in self._bonds
+        }
+        self._anis_coef = 2 * self._coef(film.Ku) / MU0 * inv_ms
+        self.inv_ms_ref = 1.0 / self._coef(film.Ms_ref)
+        """1/Ms_ref per member, (B, 1, 1, 1, 1) [m/A]: turns fields into reduced fields."""
         nz, ny, nx = film.shape
         self._kernel = (
             demag_tensor(nz, fft_shape((ny, nx), film.periodic), film.cell, dtype)
@@ -85,43 +99,42 @@ class EnergyModel:
             else None
         )
 
-    def _coef(self, per_state: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _coef(per_state: torch.Tensor) -> torch.Tensor:
         return per_state.view(-1, 1, 1, 1, 1)
+
+    def _neighbours(self, m: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Bond-masked neighbour fields (forward, backward) per direction with bonds."""
+        return {
+            dim: (fwd * _shift(m, dim, 1), bwd * _shift(m, dim, -1))
+            for dim, (fwd, bwd) in self._bonds.items()
+        }
 
     # --- fields [A/m], each (B, 3, nz, ny, nx) ---------------------------------------------
 
-    def exchange_field(self, m: torch.Tensor) -> torch.Tensor:
-        film = self.film
-        lap = torch.zeros_like(m)
-        for dim, bond, step in ((-1, self._bx, 0), (-2, self._by, 1), (-3, self._bz, 2)):
-            if m.shape[dim] == 1 and dim == -3:
+    def exchange_field(self, m: torch.Tensor, nb=None) -> torch.Tensor:
+        nb = self._neighbours(m) if nb is None else nb
+        h = torch.zeros_like(m)
+        for dim, (fwd, bwd) in nb.items():
+            n_bonds = self._bonds[dim][0] + self._bonds[dim][1]
+            h = h + self._ex_coef[dim] * (fwd + bwd - n_bonds * m)
+        return h
+
+    def dmi_field(self, m: torch.Tensor, nb=None) -> torch.Tensor:
+        nb = self._neighbours(m) if nb is None else nb
+        h = torch.zeros_like(m)
+        for dim, comp in ((-1, 0), (-2, 1)):  # x bonds pair (mx, mz), y bonds pair (my, mz)
+            if dim not in self._dmi_coef:
                 continue
-            h2 = self._coef(film.cell[:, step] ** 2)
-            lap = (
-                lap
-                + (bond * (_forward(m, dim) - m) + _backward(bond, dim) * (_backward(m, dim) - m))
-                / h2
-            )
-        return self._coef(2 * film.A / MU0) * self._inv_ms * lap
-
-    def dmi_field(self, m: torch.Tensor) -> torch.Tensor:
-        film = self.film
-        dx, dy = self._coef(film.cell[:, 0]), self._coef(film.cell[:, 1])
-        bx, by = self._bx, self._by
-        bxb, byb = _backward(bx, -1), _backward(by, -2)
-
-        def diff(comp: torch.Tensor, bond: torch.Tensor, bond_back: torch.Tensor, dim: int):
-            return bond * _forward(comp, dim) - bond_back * _backward(comp, dim)
-
-        mx, my, mz = m[:, 0:1], m[:, 1:2], m[:, 2:3]
-        hx = diff(mz, bx, bxb, -1) / dx
-        hy = diff(mz, by, byb, -2) / dy
-        hz = -(diff(mx, bx, bxb, -1) / dx + diff(my, by, byb, -2) / dy)
-        return self._coef(film.D / MU0) * self._inv_ms * torch.cat([hx, hy, hz], dim=1)
+            fwd, bwd = nb[dim]
+            diff = self._dmi_coef[dim] * (fwd - bwd)
+            h[:, comp] += diff[:, 2]
+            h[:, 2] -= diff[:, comp]
+        return h
 
     def anisotropy_field(self, m: torch.Tensor) -> torch.Tensor:
         h = torch.zeros_like(m)
-        h[:, 2:3] = self._coef(2 * self.film.Ku / MU0) * self._inv_ms * m[:, 2:3]
+        h[:, 2:3] = self._anis_coef * m[:, 2:3]
         return h
 
     def zeeman_field(self, m: torch.Tensor) -> torch.Tensor:
@@ -137,17 +150,34 @@ class EnergyModel:
 
     def fields(self, m: torch.Tensor) -> dict[str, torch.Tensor]:
         """Effective field of every term (see :data:`TERMS`), each (B, 3, nz, ny, nx) [A/m]."""
+        nb = self._neighbours(m)
         return {
-            "exchange": self.exchange_field(m),
-            "dmi": self.dmi_field(m),
+            "exchange": self.exchange_field(m, nb),
+            "dmi": self.dmi_field(m, nb),
             "anisotropy": self.anisotropy_field(m),
             "zeeman": self.zeeman_field(m),
             "demag": self.demag_field(m),
         }
 
     def effective_field(self, m: torch.Tensor) -> torch.Tensor:
-        """Total effective field H_eff, (B, 3, nz, ny, nx) [A/m]."""
-        return sum(self.fields(m).values())  # type: ignore[return-value]
+        """Total effective field H_eff, (B, 3, nz, ny, nx) [A/m].
+
+        Equal to the sum of :meth:`fields` but accumulated in place: this is the minimiser's
+        inner loop, and on the CPU it is bound by memory traffic.
+        """
+        h = self.demag_field(m) if self._kernel is not None else torch.zeros_like(m)
+        h += self.film.H.view(-1, 3, 1, 1, 1).to(m.dtype) * self._mask
+        h[:, 2:3] += self._anis_coef * m[:, 2:3]
+        nb = self._neighbours(m)
+        for dim, (fwd, bwd) in nb.items():
+            n_bonds = self._bonds[dim][0] + self._bonds[dim][1]
+            h += self._ex_coef[dim] * (fwd + bwd - n_bonds * m)
+            if dim in self._dmi_coef:
+                comp = -1 - dim
+                diff = self._dmi_coef[dim] * (fwd - bwd)
+                h[:, comp] += diff[:, 2]
+                h[:, 2] -= diff[:, comp]
+        return h
 
     # --- energies [J], each (B,) -------------------------------------------------------------
 

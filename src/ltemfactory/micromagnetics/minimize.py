@@ -48,13 +48,18 @@ class MinimizeResult:
 
 def normalize(m: torch.Tensor) -> torch.Tensor:
     """Unit vectors along dim 1; zero vectors stay zero."""
-    norm = torch.linalg.vector_norm(m, dim=1, keepdim=True)
+    norm = _norm(m)
     return m / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
+def _norm(v: torch.Tensor) -> torch.Tensor:
+    """|v| along dim 1, kept (much faster on CPU than linalg.vector_norm over a middle dim)."""
+    return (v * v).sum(dim=1, keepdim=True).sqrt()
 
 
 def _projected_gradient(model: EnergyModel, m: torch.Tensor) -> torch.Tensor:
     """g = m × (m × h) = (m·h) m − h, h = H_eff / Ms_ref (reduced, per member)."""
-    h = model.effective_field(m) / model.film.Ms_ref.view(-1, 1, 1, 1, 1)
+    h = model.effective_field(m) * model.inv_ms_ref
     return (m * h).sum(dim=1, keepdim=True) * m - h
 
 
@@ -98,7 +103,7 @@ def minimize(
     model = EnergyModel(sub)
     m = m_all
     g = _projected_gradient(model, m)
-    gmax = torch.linalg.vector_norm(g, dim=1).flatten(1).amax(dim=1)
+    gmax = _norm(g).flatten(1).amax(dim=1)
     tau = MAX_ROTATION / gmax.clamp(min=1e-12)
 
     bar = tqdm(total=max_iterations, desc=description, disable=not progress, leave=False)
@@ -129,7 +134,7 @@ def minimize(
         ok = torch.isfinite(bb) & (bb > 0) & (sy > 0)
         tau = torch.where(ok, bb, 2 * tau_eff)
         m, g = m_new, g_new
-        gmax = torch.linalg.vector_norm(g, dim=1).flatten(1).amax(dim=1)
+        gmax = _norm(g).flatten(1).amax(dim=1)
         it += 1
         if progress and it % 50 == 0:
             bar.update(50)
