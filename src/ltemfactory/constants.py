@@ -13,4 +13,4 @@ C_LIGHT = 299792458.0
 MU0 = 1.25663706212e-6
 """Vacuum permeability μ0 [N/A²]."""
 PHI0 = H_PLANCK / E_CHARGE
-"""Flux quantum as it enters the electron phase, Φ0 = h/e [Wb = T m²] (not the superconducting h/2e)."""
+"""Flux quantum of the electron phase, Φ0 = h/e [Wb = T m²] (not the superconducting h/2e)."""

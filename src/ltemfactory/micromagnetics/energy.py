@@ -81,8 +81,9 @@ class EnergyModel:
                 b = bond.to(dtype).unsqueeze(1)
                 self._bonds[dim] = (b, _shift(b, dim, -1))
         cell = film.cell.view(-1, 3, 1, 1, 1, 1)
+        exchange = 2 * self._coef(film.A) / MU0 * inv_ms
         self._ex_coef = {  # 2A/(μ0 Ms ℓ²) per bond direction
-            dim: 2 * self._coef(film.A) / MU0 * inv_ms / cell[:, -1 - dim] ** 2 for dim in self._bonds
+            dim: exchange / cell[:, -1 - dim] ** 2 for dim in self._bonds
         }
         self._dmi_coef = {  # D/(μ0 Ms ℓ) for the in-plane directions
             dim: self._coef(film.D) / MU0 * inv_ms / cell[:, -1 - dim]
