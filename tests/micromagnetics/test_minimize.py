@@ -92,3 +92,17 @@ def test_wrong_start_shape_is_rejected():
     film = make_film((1, 8, 8))
     with pytest.raises(ValueError, match="m0"):
         minimize(film, torch.zeros(1, 3, 1, 8, 9, dtype=F64))
+
+
+@pytest.mark.gpu
+def test_cuda_relaxation_matches_cpu():
+    n, dx = 64, 1e-9
+    m0, count = lattice_start(n, dx, 24e-9, seed=5)
+    film = make_film((1, n, n), **SKYRMION, cell=(dx, dx, 2e-9))
+    cpu = minimize(film, m0, tolerance=1e-4)
+    gpu = minimize(film.to(device="cuda"), m0.cuda(), tolerance=1e-4)
+    assert bool(gpu.converged.all()) and gpu.m.is_cuda
+    assert topological_charge(gpu.m[0, :, 0].cpu()).item() == pytest.approx(-count, abs=1e-6)
+    e_cpu = EnergyModel(film).total_energy(cpu.m)
+    e_gpu = EnergyModel(film).total_energy(gpu.m.cpu())
+    assert e_gpu.item() == pytest.approx(e_cpu.item(), rel=1e-6)
