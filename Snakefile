@@ -1,4 +1,5 @@
-"""ltemfactory workflow: parameter sweep -> relaxed magnetisation stores -> montages.
+"""ltemfactory workflow: parameter sweep -> relaxed magnetisation stores (+ montages) ->
+rendered LTEM image stores.
 
 Run with `make demo`, or `snakemake --profile configs/profiles/local` (venv bin on PATH).
 Every rule calls one `ltemfactory` CLI command; the Python code lives in src/ltemfactory.
@@ -40,6 +41,7 @@ check_config_source(raw_config)
 
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/relax.smk"
+include: "workflow/rules/render.smk"
 
 
 rule all:
@@ -48,3 +50,4 @@ rule all:
         "results/sweep.tsv",
         get_relax_stores(),
         get_montages(),
+        get_render_stores(),

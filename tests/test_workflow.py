@@ -95,6 +95,21 @@ def test_relax_stores_hold_unit_magnetisation(tiny_run):
         np.testing.assert_allclose(np.linalg.norm(values, axis=1), 1.0, atol=1e-4)
 
 
+def test_render_stores_hold_images_of_every_state(tiny_run):
+    import zarr
+
+    workdir, first, _ = tiny_run
+    variants = 4  # render.variants_per_state default
+    for b in range(N_BATCHES):
+        store = produced(workdir / "results" / "render" / f"batch_{b}.zarr", first)
+        group = zarr.open_group(str(store), mode="r")
+        assert group["image"].shape == (BATCH_SIZE * variants, NY, NX), store
+        assert group["magnetic_phase"].shape == (BATCH_SIZE * variants, NY, NX), store
+        ids = list(group["state_id"][:])
+        assert ids == [b * BATCH_SIZE + i for i in range(BATCH_SIZE) for _ in range(variants)]
+        assert np.all(np.isfinite(group["image"][:])), store
+
+
 def test_montages_are_pngs(tiny_run):
     workdir, first, _ = tiny_run
     for b in range(N_BATCHES):
@@ -170,8 +185,9 @@ def test_dry_run_lists_every_job(tmp_path):
         "sweep": 1,
         "relax": N_BATCHES,
         "montage": N_BATCHES,
+        "render": N_BATCHES,
         "all": 1,
-        "total": 2 + 2 * N_BATCHES,
+        "total": 2 + 3 * N_BATCHES,
     }, output_of(proc)
 
 

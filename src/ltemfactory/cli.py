@@ -98,6 +98,42 @@ def _cmd_export_ovf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render(args: argparse.Namespace) -> int:
+    import torch
+
+    from ltemfactory.config import load_config
+    from ltemfactory.render import render_batch
+
+    cfg = load_config(args.config)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    render_batch(args.relax, args.out, cfg)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from ltemfactory.single import Imaging, simulate_file
+
+    imaging = Imaging(
+        defocus_mm=args.defocus_mm,
+        tilt_deg=args.tilt_deg,
+        tilt_axis_deg=args.tilt_axis_deg,
+        voltage_kV=args.voltage_kV,
+        dose_e_per_px=args.dose_e_per_px,
+        seed=args.seed,
+    )
+    for path in args.inputs:
+        simulate_file(
+            path,
+            args.out_dir,
+            imaging,
+            cell_size_nm=args.cell_size_nm,
+            thickness_nm=args.thickness_nm,
+            Ms_A_per_m=args.Ms_A_per_m,
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltemfactory", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ltemfactory {__version__}")
@@ -135,6 +171,29 @@ def build_parser() -> argparse.ArgumentParser:
     ovf.add_argument("--out", required=True, type=Path, help="output .ovf file")
     ovf.add_argument("--format", default="binary4", choices=["binary4", "binary8", "text"])
     ovf.set_defaults(func=_cmd_export_ovf)
+
+    render = sub.add_parser("render", help="simulate LTEM images of one relax store")
+    render.add_argument("--config", required=True, type=Path, help="config YAML file")
+    render.add_argument("--relax", required=True, type=Path, help="relax-stage Zarr store")
+    render.add_argument("--out", required=True, type=Path, help="output Zarr store")
+    render.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    render.set_defaults(func=_cmd_render)
+
+    sim = sub.add_parser(
+        "simulate", help="LTEM image, phase and TIE induction of OVF/.npy magnetisation files"
+    )
+    sim.add_argument("inputs", nargs="+", type=Path, help="OVF 1/2 (text/binary) or .npy files")
+    sim.add_argument("--out-dir", required=True, type=Path)
+    sim.add_argument("--defocus-mm", type=float, default=1.0, help="defocus [mm], either sign")
+    sim.add_argument("--tilt-deg", type=float, default=0.0, help="sample tilt [deg]")
+    sim.add_argument("--tilt-axis-deg", type=float, default=0.0, help="tilt axis from +x [deg]")
+    sim.add_argument("--voltage-kV", type=float, default=200.0)
+    sim.add_argument("--dose-e-per-px", type=float, default=None, help="shot noise (default none)")
+    sim.add_argument("--cell-size-nm", type=float, help="in-plane cell size (required for .npy)")
+    sim.add_argument("--thickness-nm", type=float, help="film thickness (required for .npy)")
+    sim.add_argument("--Ms-A-per-m", type=float, default=2.0e5, help="saturation magnetisation")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.set_defaults(func=_cmd_simulate)
     return parser
 
 

@@ -337,8 +337,14 @@ def support(spec: Mapping[str, Any]) -> tuple[float, float]:
     return float(spec["low"]), float(spec["high"])
 
 
-def _spec_problems(key: str, spec: dict[str, Any], sampling: str, origin: str) -> list[_Problem]:
-    path: KeyPath = ("sweep", "parameters", key)
+def _spec_problems(
+    key: str,
+    spec: dict[str, Any],
+    sampling: str,
+    origin: str,
+    section: KeyPath = ("sweep", "parameters"),
+) -> list[_Problem]:
+    path: KeyPath = (*section, key)
     note = f" (entry from {origin})" if origin != "config" else ""
     kind = spec["distribution"]
     out: list[_Problem] = []
@@ -421,6 +427,8 @@ def _consistency_problems(cfg: dict[str, Any], origin: dict[str, str]) -> list[_
         return problems
     for key in PARAMETER_KEYS:
         problems.extend(_spec_problems(key, params[key], sweep["sampling"], origin[key]))
+    for key, spec in cfg["render"]["parameters"].items():
+        problems.extend(_spec_problems(key, spec, "random", "config", ("render", "parameters")))
     if problems:
         return problems
 

@@ -58,3 +58,45 @@ def relax_montage(store: str | Path, out: str | Path, max_states: int = 64) -> N
         ax.set_title(f"state {ids[i]} ({kind[i]})\nQ={q[i]:.2f} N={count[i]}{flag}", fontsize=8)
     fig.suptitle(f"{Path(store).name}: m_z (red +1, blue −1), axes in nm", fontsize=9)
     save_figure(fig, out)
+
+
+def ltem_figure(
+    m: np.ndarray,
+    image: np.ndarray,
+    induction: np.ndarray,
+    pixel_size_m: float,
+    out: str | Path,
+    title: str = "",
+) -> None:
+    """Three panels: in-plane m on a colour wheel (brightness |m_perp|, white m_z = ±1),
+    the LTEM image, and the projected induction B⊥·t on the same colour wheel.
+
+    Args:
+        m: (3, ny, nx) layer-mean magnetisation.
+        image: (ny, nx) LTEM intensity.
+        induction: (2, ny, nx) projected induction (B_x t, B_y t) [T nm].
+        pixel_size_m: pixel size [m] for the axes [nm].
+    """
+    from ltemfactory.ltem import colorwheel_legend, vector_to_rgb
+
+    ny, nx = image.shape
+    extent = (0, nx * pixel_size_m * 1e9, 0, ny * pixel_size_m * 1e9)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+    panels = [
+        (vector_to_rgb(m[0], m[1], max_norm=1.0, background="white").numpy(), "magnetisation m⊥"),
+        (image, "LTEM image"),
+        (vector_to_rgb(induction[0], induction[1]).numpy(), "TIE induction B⊥·t"),
+    ]
+    for ax, (data, label) in zip(axes, panels, strict=True):
+        ax.imshow(data, origin="lower", extent=extent, cmap="gray" if data.ndim == 2 else None)
+        ax.set_title(label)
+        ax.set_xlabel("x [nm]")
+    axes[0].set_ylabel("y [nm]")
+    legend = colorwheel_legend(64).numpy()
+    inset = axes[2].inset_axes([0.78, 0.78, 0.2, 0.2])
+    inset.imshow(legend, origin="lower")
+    inset.axis("off")
+    bmax = float(np.hypot(induction[0], induction[1]).max())
+    axes[2].text(0.02, 0.02, f"max {bmax:.2f} T nm", transform=axes[2].transAxes, color="w")
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, out)

@@ -79,3 +79,8 @@ def get_relax_stores():
 def get_montages():
     """One m_z montage PNG per batch."""
     return expand("results/relax/batch_{batch}_mz.png", batch=get_batches())
+
+
+def get_render_stores():
+    """One rendered-image Zarr store per batch."""
+    return expand("results/render/batch_{batch}.zarr", batch=get_batches())
