@@ -427,6 +427,15 @@ def _consistency_problems(cfg: dict[str, Any], origin: dict[str, str]) -> list[_
         return problems
     for key in PARAMETER_KEYS:
         problems.extend(_spec_problems(key, params[key], sweep["sampling"], origin[key]))
+    fractions = cfg["dataset"]["split_fractions"]
+    if not math.isclose(sum(fractions), 1.0, abs_tol=1e-9) or fractions[0] <= 0:
+        problems.append(
+            (
+                ("dataset", "split_fractions"),
+                f"expected [train, val, test] fractions summing to 1 with train > 0, "
+                f"got {fractions!r}",
+            )
+        )
     for key, spec in cfg["render"]["parameters"].items():
         problems.extend(_spec_problems(key, spec, "random", "config", ("render", "parameters")))
     if problems:
