@@ -1,5 +1,5 @@
 """ltemfactory workflow: parameter sweep -> relaxed magnetisation stores (+ montages) ->
-rendered LTEM image stores.
+rendered LTEM image stores -> one checked dataset store with a card.
 
 Run with `make demo`, or `snakemake --profile configs/profiles/local` (venv bin on PATH).
 Every rule calls one `ltemfactory` CLI command; the Python code lives in src/ltemfactory.
@@ -42,6 +42,7 @@ check_config_source(raw_config)
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/relax.smk"
 include: "workflow/rules/render.smk"
+include: "workflow/rules/dataset.smk"
 
 
 rule all:
@@ -51,3 +52,5 @@ rule all:
         get_relax_stores(),
         get_montages(),
         get_render_stores(),
+        "results/dataset_check.txt",
+        "results/dataset_card",

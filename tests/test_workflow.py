@@ -110,6 +110,24 @@ def test_render_stores_hold_images_of_every_state(tiny_run):
         assert np.all(np.isfinite(group["image"][:])), store
 
 
+def test_dataset_is_assembled_checked_and_carded(tiny_run):
+    import zarr
+
+    from ltemfactory.dataset import check
+
+    workdir, first, _ = tiny_run
+    results = workdir / "results"
+    store = produced(results / "dataset.zarr", first)
+    group = zarr.open_group(str(store), mode="r")
+    n_images = N_STATES * 4
+    assert group["images"].shape == (n_images, NY, NX)
+    assert group["labels"].shape == (n_images, NY, NX)
+    assert group["magnetization"].shape == (N_STATES, 3, NY, NX)
+    assert check(store) == []
+    assert "OK" in produced(results / "dataset_check.txt", first).read_text()
+    assert (produced(results / "dataset_card", first) / "README.md").exists()
+
+
 def test_montages_are_pngs(tiny_run):
     workdir, first, _ = tiny_run
     for b in range(N_BATCHES):
@@ -186,8 +204,11 @@ def test_dry_run_lists_every_job(tmp_path):
         "relax": N_BATCHES,
         "montage": N_BATCHES,
         "render": N_BATCHES,
+        "assemble": 1,
+        "dataset_check": 1,
+        "dataset_card": 1,
         "all": 1,
-        "total": 2 + 3 * N_BATCHES,
+        "total": 5 + 3 * N_BATCHES,
     }, output_of(proc)
 
 

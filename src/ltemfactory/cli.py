@@ -134,6 +134,45 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_assemble(args: argparse.Namespace) -> int:
+    from ltemfactory.config import load_config
+    from ltemfactory.dataset import assemble
+    from ltemfactory.errors import InputError
+
+    if len(args.relax) != len(args.render):
+        raise InputError(
+            f"--relax and --render: expected one render store per relax store, "
+            f"got {len(args.relax)} and {len(args.render)}"
+        )
+    cfg = load_config(args.config)
+    assemble(list(zip(args.relax, args.render, strict=True)), args.out, cfg)
+    return 0
+
+
+def _cmd_dataset_check(args: argparse.Namespace) -> int:
+    from ltemfactory.dataset import check
+
+    problems = check(args.store)
+    if problems:
+        for problem in problems:
+            print(f"{args.store}: {problem}", file=sys.stderr)
+        print(
+            f"ltemfactory dataset check: {len(problems)} problem(s) in {args.store}",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"{args.store}: OK")
+    return 0
+
+
+def _cmd_dataset_card(args: argparse.Namespace) -> int:
+    from ltemfactory.dataset import card
+
+    path = card(args.store, args.out)
+    log.info("wrote the dataset card %s", path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltemfactory", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ltemfactory {__version__}")
@@ -194,6 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--Ms-A-per-m", type=float, default=2.0e5, help="saturation magnetisation")
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(func=_cmd_simulate)
+
+    asm = sub.add_parser("assemble", help="assemble the batch stores into one dataset store")
+    asm.add_argument("--config", required=True, type=Path, help="config YAML file")
+    asm.add_argument("--relax", required=True, nargs="+", type=Path, help="relax stores")
+    asm.add_argument("--render", required=True, nargs="+", type=Path, help="render stores")
+    asm.add_argument("--out", required=True, type=Path, help="output dataset store")
+    asm.set_defaults(func=_cmd_assemble)
+
+    ds = sub.add_parser("dataset", help="dataset utilities")
+    ds_sub = ds.add_subparsers(dest="dataset_command", required=True)
+    dcheck = ds_sub.add_parser("check", help="verify a dataset store (exit 2 on any defect)")
+    dcheck.add_argument("store", type=Path)
+    dcheck.set_defaults(func=_cmd_dataset_check)
+    dcard = ds_sub.add_parser("card", help="write a Markdown dataset card with figures")
+    dcard.add_argument("store", type=Path)
+    dcard.add_argument("--out", required=True, type=Path, help="output directory")
+    dcard.set_defaults(func=_cmd_dataset_card)
     return parser
 
 
