@@ -1332,9 +1332,11 @@ def _montage(group, out: Path, n_examples: int = 4) -> None:
         ny, nx = img.shape
         ext = (0, nx * px[i], 0, ny * px[i])
         ax = axes[row]
-        ax[0].imshow(img, cmap="gray", origin="lower", extent=ext)
+        lo, hi = np.percentile(img, [1, 99])  # hot/dead pixels must not set the grey scale
+        shown = {"cmap": "gray", "origin": "lower", "extent": ext, "vmin": lo, "vmax": hi}
+        ax[0].imshow(img, **shown)
         ax[0].set_title(f"image {i} (state {st}, {names.get(int(split[i]), '?')})", fontsize=8)
-        ax[1].imshow(img, cmap="gray", origin="lower", extent=ext)
+        ax[1].imshow(img, **shown)
         masked = np.ma.masked_equal(lab % 256, 0) if lab.max() > 0 else np.ma.masked_all(lab.shape)
         ax[1].imshow(masked, cmap=colors, origin="lower", extent=ext, alpha=0.5, vmin=0, vmax=255)
         ax[1].set_title(f"labels: {int(lab.max())} instances", fontsize=8)
