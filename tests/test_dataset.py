@@ -89,7 +89,7 @@ def copy_of(assembled, tmp_path):
 
 
 def _reconsolidate(path):
-    with dataset._quiet_consolidated():
+    with dataset.layout._quiet_consolidated():
         zarr.consolidate_metadata(str(path))
 
 
@@ -123,7 +123,7 @@ def test_store_contents_shapes_dtypes_dims_units(assembled, inputs):
     assert g["state_id"].dtype == np.int64 and sorted(g["state_id"][:]) == [0, 1, 2, 3]
     # every array names all of its dimensions, with the dataset's dimension vocabulary
     vocab = {"image", "row", "col", "state", "component", "instance"}
-    for name in dataset._array_paths(g):
+    for name in dataset.layout._array_paths(g):
         dims = g[name].metadata.dimension_names
         assert dims is not None and len(dims) == g[name].ndim and set(dims) <= vocab, name
     # content: the images and the layer-mean magnetisation are those of the batch stores
@@ -232,9 +232,9 @@ def test_provenance_attrs(assembled, inputs):
 def test_unequal_batches_shard_by_largest_or_gcd(inputs, tmp_path):
     cfg, batches, extra = inputs
     k = cfg["render"]["variants_per_state"]
-    assert dataset._shard_size([8, 8, 4]) == 8
-    assert dataset._shard_size([4, 8, 8]) == 4
-    assert dataset._shard_size([6, 8, 8]) == 2
+    assert dataset.writing._shard_size([8, 8, 4]) == 8
+    assert dataset.writing._shard_size([4, 8, 8]) == 4
+    assert dataset.writing._shard_size([6, 8, 8]) == 2
     # the last batch smaller: shards of the largest batch, the last one partial
     out = tmp_path / "a.zarr"
     dataset.assemble([*batches, extra], out, cfg, label_fn=LABEL_FN)
@@ -315,14 +315,14 @@ def test_crash_mid_assembly_leaves_nothing_and_rerun_succeeds(inputs, tmp_path, 
     assert list(tmp_path.iterdir()) == []  # the temporary store is gone too
 
     # a crash late in the run (after all image data is written)
-    real = dataset._write_1d
+    real = dataset.assembly._write_1d
 
     def write_1d(group, name, *args, **kwargs):
         if name == "split":
             raise OSError("simulated disk full")
         return real(group, name, *args, **kwargs)
 
-    monkeypatch.setattr(dataset, "_write_1d", write_1d)
+    monkeypatch.setattr(dataset.assembly, "_write_1d", write_1d)
     with pytest.raises(OSError, match="disk full"):
         dataset.assemble(batches, out, cfg, label_fn=LABEL_FN)
     assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -7,6 +7,7 @@ shells find the ``ltemfactory`` command of the environment under test.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -124,6 +125,8 @@ def test_dataset_is_assembled_checked_and_carded(tiny_run):
     assert group["labels"].shape == (n_images, NY, NX)
     assert group["magnetization"].shape == (N_STATES, 3, NY, NX)
     assert check(store) == []
+    sweep = (results / "sweep.tsv").read_bytes()
+    assert group.attrs["sweep_sha256"] == hashlib.sha256(sweep).hexdigest()
     assert "OK" in produced(results / "dataset_check.txt", first).read_text()
     assert (produced(results / "dataset_card", first) / "README.md").exists()
 

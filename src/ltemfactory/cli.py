@@ -145,7 +145,8 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
             f"got {len(args.relax)} and {len(args.render)}"
         )
     cfg = load_config(args.config)
-    assemble(list(zip(args.relax, args.render, strict=True)), args.out, cfg)
+    batches = list(zip(args.relax, args.render, strict=True))
+    assemble(batches, args.out, cfg, sweep_table=args.sweep)
     return 0
 
 
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     asm.add_argument("--relax", required=True, nargs="+", type=Path, help="relax stores")
     asm.add_argument("--render", required=True, nargs="+", type=Path, help="render stores")
     asm.add_argument("--out", required=True, type=Path, help="output dataset store")
+    asm.add_argument("--sweep", type=Path, help="sweep table, hashed into the provenance")
     asm.set_defaults(func=_cmd_assemble)
 
     ds = sub.add_parser("dataset", help="dataset utilities")

@@ -3,6 +3,7 @@ rule assemble:
     input:
         relax=get_relax_stores(),
         render=get_render_stores(),
+        sweep="results/sweep.tsv",
         config=get_configfile(),
     output:
         directory("results/dataset.zarr"),
@@ -18,7 +19,7 @@ rule assemble:
         runtime=60,
     shell:
         "ltemfactory assemble --config {input.config} --relax {input.relax}"
-        " --render {input.render} --out {output} > {log} 2>&1"
+        " --render {input.render} --sweep {input.sweep} --out {output} > {log} 2>&1"
 
 
 rule dataset_check:
