@@ -29,9 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import socket
 import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -39,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from ltemfactory import __version__
 from ltemfactory.dataset.fingerprinting import fingerprint
@@ -50,7 +46,6 @@ from ltemfactory.dataset.layout import (
     IMAGE_DIMS,
     IMAGE_FIELDS,
     STATE_DIMS,
-    _quiet_consolidated,
     _units_for,
 )
 from ltemfactory.dataset.split import SPLIT_CODES, split_fractions, split_seed, split_states
@@ -62,6 +57,7 @@ from ltemfactory.dataset.writing import (
     _writable,
     _write_1d,
 )
+from ltemfactory.stores import atomic_store
 
 log = logging.getLogger(__name__)
 
@@ -87,36 +83,6 @@ def _git_info() -> tuple[str, bool | None]:
         return commit, bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         return commit, None
-
-
-def _tmp_path(out: Path) -> Path:
-    return out.with_name(f"{out.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # our own leftover from an earlier call in this process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale(out: Path) -> None:
-    """Remove temporary stores of ``out`` left by killed runs on this host."""
-    host = socket.gethostname()
-    for kind in ("tmp", "old"):
-        for p in out.parent.glob(f"{out.name}.{kind}-*"):
-            rest = p.name[len(out.name) + len(kind) + 2 :]
-            p_host, _, p_pid = rest.rpartition("-")
-            if p_host == host and p_pid.isdigit() and not _pid_alive(int(p_pid)):
-                log.warning("removing stale temporary store %s", p)
-                shutil.rmtree(p, ignore_errors=True)
-            elif p_host != host:
-                log.warning("leaving %s alone (written on host %r)", p, p_host)
 
 
 def assemble(
@@ -173,12 +139,8 @@ def assemble(
     commit, dirty = _git_info()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out)
-    tmp = _tmp_path(out)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    with atomic_store(out) as root:
+        tmp = Path(root.store.root)
         targets = {}
         for name, (src, units, desc) in IMAGE_FIELDS.items():
             if name == "clean_images" and not has_clean:
@@ -339,18 +301,6 @@ def assemble(
                 }
             )
         )
-        with _quiet_consolidated():
-            zarr.consolidate_metadata(str(tmp))
-        if out.exists():
-            old = out.with_name(f"{out.name}.old-{socket.gethostname()}-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info(
         "assembled %d images of %d states (%d instances) into %s",
         n_img,
