@@ -80,6 +80,7 @@ class EnergyModel:
             if film.shape[3 + dim] > 1:
                 b = bond.to(dtype).unsqueeze(1)
                 self._bonds[dim] = (b, _shift(b, dim, -1))
+        self._n_bonds = {dim: fwd + bwd for dim, (fwd, bwd) in self._bonds.items()}
         cell = film.cell.view(-1, 3, 1, 1, 1, 1)
         exchange = 2 * self._coef(film.A) / MU0 * inv_ms
         self._ex_coef = {  # 2A/(μ0 Ms ℓ²) per bond direction
@@ -117,8 +118,7 @@ class EnergyModel:
         nb = self._neighbours(m) if nb is None else nb
         h = torch.zeros_like(m)
         for dim, (fwd, bwd) in nb.items():
-            n_bonds = self._bonds[dim][0] + self._bonds[dim][1]
-            h = h + self._ex_coef[dim] * (fwd + bwd - n_bonds * m)
+            h = h + self._ex_coef[dim] * (fwd + bwd - self._n_bonds[dim] * m)
         return h
 
     def dmi_field(self, m: torch.Tensor, nb=None) -> torch.Tensor:
@@ -171,8 +171,7 @@ class EnergyModel:
         h[:, 2:3] += self._anis_coef * m[:, 2:3]
         nb = self._neighbours(m)
         for dim, (fwd, bwd) in nb.items():
-            n_bonds = self._bonds[dim][0] + self._bonds[dim][1]
-            h += self._ex_coef[dim] * (fwd + bwd - n_bonds * m)
+            h += self._ex_coef[dim] * (fwd + bwd - self._n_bonds[dim] * m)
             if dim in self._dmi_coef:
                 comp = -1 - dim
                 diff = self._dmi_coef[dim] * (fwd - bwd)

@@ -63,8 +63,15 @@ def _projected_gradient(model: EnergyModel, m: torch.Tensor) -> torch.Tensor:
     return (m * h).sum(dim=1, keepdim=True) * m - h
 
 
-def _per_member(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).sum(dim=1)
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-member inner product Σ a·b, (B,) (mul + sum: ~20× faster than einsum's batched dot
+    on the CPU)."""
+    return (a * b).flatten(1).sum(dim=1)
+
+
+def _max_norm(g: torch.Tensor) -> torch.Tensor:
+    """max over cells of |g|, (B,)."""
+    return (g * g).sum(dim=1).flatten(1).amax(dim=1).sqrt()
 
 
 def minimize(
@@ -103,7 +110,7 @@ def minimize(
     model = EnergyModel(sub)
     m = m_all
     g = _projected_gradient(model, m)
-    gmax = _norm(g).flatten(1).amax(dim=1)
+    gmax = _max_norm(g)
     tau = MAX_ROTATION / gmax.clamp(min=1e-12)
 
     bar = tqdm(total=max_iterations, desc=description, disable=not progress, leave=False)
@@ -126,15 +133,16 @@ def minimize(
             model = EnergyModel(sub)
         # BB step, bounded so no moment turns by more than MAX_ROTATION in one step
         tau_eff = torch.minimum(tau, MAX_ROTATION / gmax.clamp(min=1e-12))
-        m_new = normalize(m - tau_eff.view(-1, 1, 1, 1, 1) * g) * mask[active]
+        # empty cells keep m = 0: their field, hence g, is zero
+        m_new = normalize(m - tau_eff.view(-1, 1, 1, 1, 1) * g)
         g_new = _projected_gradient(model, m_new)
         s, y = m_new - m, g_new - g
-        ss, sy, yy = _per_member(s * s), _per_member(s * y), _per_member(y * y)
+        ss, sy, yy = _dot(s, s), _dot(s, y), _dot(y, y)
         bb = ss / sy if it % 2 == 0 else sy / yy
         ok = torch.isfinite(bb) & (bb > 0) & (sy > 0)
         tau = torch.where(ok, bb, 2 * tau_eff)
         m, g = m_new, g_new
-        gmax = _norm(g).flatten(1).amax(dim=1)
+        gmax = _max_norm(g)
         it += 1
         if progress and it % 50 == 0:
             bar.update(50)
