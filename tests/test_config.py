@@ -50,6 +50,7 @@ def test_shipped_configs_validate(path):
         "device",
         "demag",
         "field_history_fraction",
+        "preconditioner_scale",
     }
     # The resolved config is itself valid (idempotent) and still passes the plain schema.
     assert validate_config(cfg) == cfg

@@ -204,11 +204,19 @@ def relax_batch(
                 relax["max_iterations"],
                 progress=progress,
                 description=f"field history {frac:g}",
+                preconditioner_scale=relax["preconditioner_scale"],
             )
             m_sub = res.m
             iterations[idx] += res.iterations
         m[idx] = m_sub
-    res = minimize(film, m, relax["tolerance"], relax["max_iterations"], progress=progress)
+    res = minimize(
+        film,
+        m,
+        relax["tolerance"],
+        relax["max_iterations"],
+        progress=progress,
+        preconditioner_scale=relax["preconditioner_scale"],
+    )
     iterations += res.iterations
 
     m64 = res.m.detach().to("cpu", torch.float64)
