@@ -112,7 +112,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from ltemfactory.single import Imaging, simulate_file
+    from ltemfactory.single_state import Imaging, simulate_file
 
     imaging = Imaging(
         defocus_mm=args.defocus_mm,
