@@ -14,7 +14,7 @@ import pytest
 import zarr
 from scipy import ndimage
 
-from ltemfactory import dataset
+from ltemfactory import dataset, stores
 from ltemfactory.config import load_config
 from ltemfactory.errors import ConfigError, InputError
 from ltemfactory.relax import relax_batch, write_relax_store
@@ -89,7 +89,7 @@ def copy_of(assembled, tmp_path):
 
 
 def _reconsolidate(path):
-    with dataset.layout._quiet_consolidated():
+    with stores.quiet_consolidated():
         zarr.consolidate_metadata(str(path))
 
 

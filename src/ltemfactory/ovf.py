@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ltemfactory.errors import InputError
+from ltemfactory.files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -540,27 +540,7 @@ def write_ovf(
             raise InputError("m holds values beyond the float32 range; use fmt='binary8'")
         body = np.array([check], dtype=dtype).tobytes() + data.tobytes() + b"\n"
     footer = f"# End: Data {_FORMATS[fmt]}\n# End: Segment\n".encode("ascii")
-    _atomic_write(Path(path), header + body + footer)
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a new file next to ``path``, fsync it, rename it over ``path``."""
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            fh = open(tmp, "xb")  # "x": never clobber; permissions follow the umask
-        except FileExistsError:
-            continue
-        break
-    try:
-        with fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, header + body + footer)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import tifffile
 import torch
 
 from ltemfactory.errors import InputError
+from ltemfactory.files import atomic_path
 from ltemfactory.ltem import (
     Detector,
     Electrostatics,
@@ -82,8 +82,7 @@ def load_state(
 def _write_tiff(path: Path, image: np.ndarray, pixel_size_m: float) -> None:
     """ImageJ TIFF (float32) with the pixel size in µm, written atomically."""
     px_um = pixel_size_m * 1e6
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tifffile.imwrite(
             tmp,
             image.astype(np.float32),
@@ -91,9 +90,6 @@ def _write_tiff(path: Path, image: np.ndarray, pixel_size_m: float) -> None:
             resolution=(1 / px_um, 1 / px_um),
             metadata={"unit": "um", "axes": "YX" if image.ndim == 2 else "CYX"},
         )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def simulate_file(

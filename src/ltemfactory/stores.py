@@ -39,6 +39,14 @@ class Variable:
     chunks: tuple[int, ...] | None = None
 
 
+@contextlib.contextmanager
+def quiet_consolidated() -> Iterator[None]:
+    """Silence zarr's warning that consolidated metadata is not (yet) in the v3 spec."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        yield
+
+
 def _scratch(path: Path, kind: str) -> Path:
     """``<name>.<kind>-<host>-<pid>`` beside ``path``: this process's temporary names."""
     return path.with_name(f"{path.name}.{kind}-{socket.gethostname()}-{os.getpid()}")
@@ -90,8 +98,7 @@ def atomic_store(path: str | Path) -> Iterator[zarr.Group]:
     try:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         yield group
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        with quiet_consolidated():
             zarr.consolidate_metadata(str(tmp))
         if path.exists():
             old = _scratch(path, "old")
@@ -134,6 +141,5 @@ def open_store(path: str | Path) -> zarr.Group:
         from ltemfactory.errors import InputError
 
         raise InputError(f"{path}: no such Zarr store")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+    with quiet_consolidated():
         return zarr.open_group(str(path), mode="r", use_consolidated=True)

@@ -29,7 +29,6 @@ import itertools
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ltemfactory.errors import InputError
+from ltemfactory.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -314,20 +314,7 @@ def write_sweep_tsv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[s
         except InputError as exc:
             raise InputError(f"{path}: row {i}: {exc}") from None
     text = "\n".join(lines) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_text_atomic(path, text)
     return path
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ltemfactory.dataset.layout import _array_paths, _is_str
 from ltemfactory.dataset.split import SPLIT_CODES
+from ltemfactory.files import write_text_atomic
 
 _INDEX_ARRAYS = {
     "state_id",
@@ -23,15 +23,6 @@ _INDEX_ARRAYS = {
     "seed",
     "image_state_id",
 }
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _fmt(x: float) -> str:
@@ -257,5 +248,5 @@ def card(store: str | Path, out_dir: str | Path) -> Path:
         "",
     ]
     readme = out_dir / "README.md"
-    _atomic_text(readme, "\n".join(lines))
+    write_text_atomic(readme, "\n".join(lines))
     return readme

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ltemfactory.dataset.layout import _is_str, _quiet_consolidated
+from ltemfactory.dataset.layout import _is_str
 from ltemfactory.errors import InputError
+from ltemfactory.stores import quiet_consolidated
 
 
 @dataclasses.dataclass
@@ -40,7 +41,7 @@ def _open_input(path: str) -> zarr.Group:
     if not Path(path).is_dir():
         raise InputError(f"{path}: no such Zarr store")
     try:
-        with _quiet_consolidated():
+        with quiet_consolidated():
             return zarr.open_group(path, mode="r", use_consolidated=True)
     except Exception as exc:  # noqa: BLE001 - any failure to open is an input problem
         raise InputError(f"{path}: cannot open Zarr store: {exc}") from None

@@ -3,9 +3,6 @@ modules of :mod:`ltemfactory.dataset` (the store layout is described in its docs
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +10,7 @@ import numpy as np
 import zarr
 
 from ltemfactory.errors import InputError
+from ltemfactory.stores import quiet_consolidated
 
 IMAGE_DIMS = ("image", "row", "col")
 STATE_DIMS = ("state", "component", "row", "col")
@@ -76,13 +74,6 @@ REQUIRED_ARRAYS = (
 _RENDER_REPLACED = {"state_id", "state_index"}  # replaced by image_state
 
 
-@contextlib.contextmanager
-def _quiet_consolidated() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        yield
-
-
 def _is_str(dtype: Any) -> bool:
     return np.dtype(dtype).kind in "OUST"
 
@@ -108,5 +99,5 @@ def _open_plain(store: str | Path) -> zarr.Group:
     path = Path(store)
     if not path.is_dir():
         raise InputError(f"{path}: no such Zarr store")
-    with _quiet_consolidated():
+    with quiet_consolidated():
         return zarr.open_group(str(path), mode="r", use_consolidated=False)
