@@ -114,24 +114,27 @@ class EnergyModel:
 
     # --- fields [A/m], each (B, 3, nz, ny, nx) ---------------------------------------------
 
+    def _add_exchange(self, h: torch.Tensor, m: torch.Tensor, nb) -> torch.Tensor:
+        for dim, (fwd, bwd) in nb.items():
+            h += self._ex_coef[dim] * (fwd + bwd - self._n_bonds[dim] * m)
+        return h
+
+    def _add_dmi(self, h: torch.Tensor, nb) -> torch.Tensor:
+        for dim, comp in ((-1, 0), (-2, 1)):  # x bonds pair (mx, mz), y bonds pair (my, mz)
+            if dim in self._dmi_coef:
+                fwd, bwd = nb[dim]
+                diff = self._dmi_coef[dim] * (fwd - bwd)
+                h[:, comp] += diff[:, 2]
+                h[:, 2] -= diff[:, comp]
+        return h
+
     def exchange_field(self, m: torch.Tensor, nb=None) -> torch.Tensor:
         nb = self._neighbours(m) if nb is None else nb
-        h = torch.zeros_like(m)
-        for dim, (fwd, bwd) in nb.items():
-            h = h + self._ex_coef[dim] * (fwd + bwd - self._n_bonds[dim] * m)
-        return h
+        return self._add_exchange(torch.zeros_like(m), m, nb)
 
     def dmi_field(self, m: torch.Tensor, nb=None) -> torch.Tensor:
         nb = self._neighbours(m) if nb is None else nb
-        h = torch.zeros_like(m)
-        for dim, comp in ((-1, 0), (-2, 1)):  # x bonds pair (mx, mz), y bonds pair (my, mz)
-            if dim not in self._dmi_coef:
-                continue
-            fwd, bwd = nb[dim]
-            diff = self._dmi_coef[dim] * (fwd - bwd)
-            h[:, comp] += diff[:, 2]
-            h[:, 2] -= diff[:, comp]
-        return h
+        return self._add_dmi(torch.zeros_like(m), nb)
 
     def anisotropy_field(self, m: torch.Tensor) -> torch.Tensor:
         h = torch.zeros_like(m)
@@ -170,14 +173,8 @@ class EnergyModel:
         h += self.film.H.view(-1, 3, 1, 1, 1).to(m.dtype) * self._mask
         h[:, 2:3] += self._anis_coef * m[:, 2:3]
         nb = self._neighbours(m)
-        for dim, (fwd, bwd) in nb.items():
-            h += self._ex_coef[dim] * (fwd + bwd - self._n_bonds[dim] * m)
-            if dim in self._dmi_coef:
-                comp = -1 - dim
-                diff = self._dmi_coef[dim] * (fwd - bwd)
-                h[:, comp] += diff[:, 2]
-                h[:, 2] -= diff[:, comp]
-        return h
+        self._add_exchange(h, m, nb)
+        return self._add_dmi(h, nb)
 
     # --- energies [J], each (B,) -------------------------------------------------------------
 
