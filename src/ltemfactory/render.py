@@ -23,6 +23,7 @@ pixel_size_nm                image                       nm
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,9 @@ def draw_imaging(render: dict[str, Any], seed: int, variant: int) -> dict[str, f
     return out
 
 
-def imaging_setup(p: dict[str, float]) -> tuple[Microscope, Tilt, Electrostatics, Detector]:
-    """The simulation parameter groups (SI) for drawn imaging parameters ``p``."""
+def optics_setup(p: Mapping[str, float]) -> tuple[Microscope, Tilt]:
+    """Microscope and tilt (SI) from parameters in config units: voltage_kV, defocus_mm,
+    cs_mm, theta_c_mrad, defocus_spread_nm, tilt_deg, tilt_axis_deg."""
     microscope = Microscope(
         voltage_V=p["voltage_kV"] * 1e3,
         defocus_m=p["defocus_mm"] * 1e-3,
@@ -84,7 +86,12 @@ def imaging_setup(p: dict[str, float]) -> tuple[Microscope, Tilt, Electrostatics
         theta_c_rad=p["theta_c_mrad"] * 1e-3,
         defocus_spread_m=p["defocus_spread_nm"] * 1e-9,
     )
-    tilt = Tilt.about_axis(p["tilt_deg"], p["tilt_axis_deg"])
+    return microscope, Tilt.about_axis(p["tilt_deg"], p["tilt_axis_deg"])
+
+
+def imaging_setup(p: dict[str, float]) -> tuple[Microscope, Tilt, Electrostatics, Detector]:
+    """The simulation parameter groups (SI) for drawn imaging parameters ``p``."""
+    microscope, tilt = optics_setup(p)
     electrostatics = Electrostatics(
         inner_potential_V=p["inner_potential_V"],
         extinction_length_m=p["extinction_length_nm"] * 1e-9,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,12 @@ from ltemfactory.files import atomic_path
 from ltemfactory.ltem import (
     Detector,
     Electrostatics,
-    Microscope,
-    Tilt,
     simulate_focal_series,
     simulate_images,
     tie_from_series,
 )
 from ltemfactory.ovf import read_magnetization
+from ltemfactory.render import optics_setup
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +107,7 @@ def simulate_file(
         raise InputError(f"defocus_mm: expected a non-zero defocus, got {imaging.defocus_mm!r}")
     m, Ms, cell = load_state(path, cell_size_nm, thickness_nm, Ms_A_per_m)
     m, Ms = m.float(), Ms.float()
-    microscope = Microscope(
-        voltage_V=imaging.voltage_kV * 1e3,
-        defocus_m=imaging.defocus_mm * 1e-3,
-        cs_m=imaging.cs_mm * 1e-3,
-        theta_c_rad=imaging.theta_c_mrad * 1e-3,
-        defocus_spread_m=imaging.defocus_spread_nm * 1e-9,
-    )
-    tilt = Tilt.about_axis(imaging.tilt_deg, imaging.tilt_axis_deg)
+    microscope, tilt = optics_setup(asdict(imaging))
     es = Electrostatics(inner_potential_V=imaging.inner_potential_V)
     detector = Detector(dose_e_per_px=imaging.dose_e_per_px) if imaging.dose_e_per_px else None
     image = simulate_images(
