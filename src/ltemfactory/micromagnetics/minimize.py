@@ -150,12 +150,13 @@ def minimize(
     max_torque = torch.full((b,), float("inf"), dtype=film.Ms.dtype, device=device)
 
     active = torch.arange(b, device=device)
+    mask_a = mask  # the magnetic cells of the active members
     sub = film
     model = EnergyModel(sub)
     precond = ExchangePreconditioner(film, preconditioner_scale)
     m = m_all
     g = _projected_gradient(model, m)
-    d = precond.direction(m, g, mask)
+    d = precond.direction(m, g, mask_a)
     gmax = _max_norm(g)
     tau = MAX_ROTATION / _max_norm(d).clamp(min=1e-12)
 
@@ -174,12 +175,11 @@ def minimize(
             keep = ~done
             if not bool(keep.any()):
                 break
-            active, m, g, d = active[keep], m[keep], g[keep], d[keep]
+            active, m, g, d, mask_a = active[keep], m[keep], g[keep], d[keep], mask_a[keep]
             gmax, tau = gmax[keep], tau[keep]
             precond.select(keep)
             sub = film.select(active)
             model = EnergyModel(sub)
-        mask_a = mask[active]
         # BB step, bounded so no moment turns by more than MAX_ROTATION in one step
         tau_eff = torch.minimum(tau, MAX_ROTATION / _max_norm(d).clamp(min=1e-12))
         # empty cells keep m = 0: their field, hence g and d, is zero
