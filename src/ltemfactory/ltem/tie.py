@@ -113,11 +113,7 @@ def tie_phase(
         raise InputError("tie_phase: the three images must have the same shape")
     didz = (intensity_plus - intensity_minus) / (2.0 * defocus_m)
     i0 = intensity_focus.mean(dim=(-2, -1), keepdim=True)
-    return (
-        -(2 * math.pi / wavelength_m)
-        * inverse_laplacian(didz, pixel_size_m, qc_per_m, pad=pad)
-        / i0
-    )
+    return _phase_from_dIdz(didz, i0, wavelength_m, pixel_size_m, qc_per_m, pad)
 
 
 def sitie_phase(
@@ -134,6 +130,18 @@ def sitie_phase(
         raise ConfigError("defocus_m: SITIE needs a non-zero defocus")
     i0 = intensity.mean(dim=(-2, -1), keepdim=True)
     didz = (intensity - i0) / defocus_m
+    return _phase_from_dIdz(didz, i0, wavelength_m, pixel_size_m, qc_per_m, pad)
+
+
+def _phase_from_dIdz(
+    didz: torch.Tensor,
+    i0: torch.Tensor,
+    wavelength_m: float,
+    pixel_size_m: float,
+    qc_per_m: float,
+    pad: str,
+) -> torch.Tensor:
+    """The TIE with uniform in-focus intensity I0: φ = −(2π/(λ I0)) ∇⁻² ∂I/∂z [rad]."""
     return (
         -(2 * math.pi / wavelength_m)
         * inverse_laplacian(didz, pixel_size_m, qc_per_m, pad=pad)
