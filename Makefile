@@ -1,6 +1,6 @@
 # ltemfactory developer targets. Quick start: `make demo`, `make test`.
 #
-#   make venv       .venv with Python >= 3.11 and the project installed (-e '.[dev]')
+#   make venv       .venv with Python >= 3.11 and the project installed (-e '.[dev,ui,dm]')
 #                   with the exact versions in constraints.txt; reinstalls only when
 #                   pyproject.toml or constraints.txt change (stamp file .venv/.installed)
 #   make demo       run the workflow on configs/config.yaml with the local profile
@@ -40,7 +40,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(VENV)/bin/pip install $(PIP_ARGS) -c constraints.txt $(TORCH) -e '.[dev]'
+	$(VENV)/bin/pip install $(PIP_ARGS) -c constraints.txt $(TORCH) -e '.[dev,ui,dm]'
 	touch $@
 
 demo: venv
@@ -61,10 +61,10 @@ test: lint
 lock:
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
-	"$$tmp/venv/bin/pip" install $(PIP_ARGS) $(TORCH) -e '.[dev]'; \
+	"$$tmp/venv/bin/pip" install $(PIP_ARGS) $(TORCH) -e '.[dev,ui,dm]'; \
 	{ printf '%s\n' \
 	    '# Exact versions of every third-party package in the dev/demo venv (Python 3.11, Linux x86_64).' \
-	    "# Used as \`pip install -c constraints.txt $(TORCH) -e '.[dev]'\` by \`make venv\`." \
+	    "# Used as \`pip install -c constraints.txt $(TORCH) -e '.[dev,ui,dm]'\` by \`make venv\`." \
 	    '# Regenerate with `make lock` (fresh venv, `pip freeze --exclude-editable`); do not edit by hand,' \
 	    '# except that torch is written without its local version label (+cpu) so pip can pick the' \
 	    '# CPU wheel from a local wheel directory or the matching build from the configured index.'; \

@@ -1,5 +1,6 @@
 """ltemfactory workflow: parameter sweep -> relaxed magnetisation stores (+ montages) ->
-rendered LTEM image stores -> one checked dataset store with a card.
+rendered LTEM image stores -> one checked dataset store with a card -> a trained segmenter
+(MLflow run, registered model) -> its test-split evaluation.
 
 Run with `make demo`, or `snakemake --profile configs/profiles/local` (venv bin on PATH).
 Every rule calls one `ltemfactory` CLI command; the Python code lives in src/ltemfactory.
@@ -43,6 +44,7 @@ include: "workflow/rules/sweep.smk"
 include: "workflow/rules/relax.smk"
 include: "workflow/rules/render.smk"
 include: "workflow/rules/dataset.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
@@ -54,3 +56,4 @@ rule all:
         get_render_stores(),
         "results/dataset_check.txt",
         "results/dataset_card",
+        "results/evaluation",

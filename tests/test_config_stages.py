@@ -19,15 +19,22 @@ def raw() -> dict:
 
 
 def test_stage_defaults_are_filled_identically_by_both_validators(tmp_path):
-    ours = load_config(TINY)
+    bare = {k: v for k, v in raw().items() if k not in ("render", "dataset", "train")}
+    bare["train"] = {"augment": {"crop_px": 16}}  # the default 64 px crop exceeds 32 px images
+    path = tmp_path / "bare.yaml"
+    path.write_text(yaml.safe_dump(bare))
+    ours = load_config(path)
     assert set(ours["render"]["parameters"]) == set(RENDER_UNITS)
     assert ours["render"]["variants_per_state"] == 4 and ours["render"]["random_signs"]
     assert ours["dataset"]["split_fractions"] == [0.8, 0.1, 0.1]
+    assert ours["train"]["formulation"] == "instance"
+    assert ours["train"]["tracking"]["tracking_uri"] == "sqlite:///results/mlflow.db"
     schema = tmp_path / "schema.yaml"
     schema.write_text(yaml.safe_dump(load_schema()))
-    theirs = raw()
+    theirs = copy.deepcopy(bare)
     snakemake_validate(theirs, str(schema))
-    assert theirs["render"] == ours["render"] and theirs["dataset"] == ours["dataset"]
+    for section in ("render", "dataset", "train"):
+        assert theirs[section] == ours[section], section
 
 
 @pytest.mark.parametrize(

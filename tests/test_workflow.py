@@ -131,6 +131,39 @@ def test_dataset_is_assembled_checked_and_carded(tiny_run):
     assert (produced(results / "dataset_card", first) / "README.md").exists()
 
 
+def test_model_is_trained_tracked_and_evaluated(tiny_run):
+    import json
+    import math
+    import sqlite3
+
+    workdir, first, _ = tiny_run
+    results = workdir / "results"
+    model = produced(results / "model", first)
+    assert (model / "model.pt").is_file() and (model / "best.ckpt").is_file()
+    summary = json.loads((model / "train_summary.json").read_text())
+    assert summary["global_step"] == 2 * 2  # 2 epochs x (8 samples / batch 4)
+    evaluation = json.loads(
+        produced(results / "evaluation" / "test_metrics.json", first).read_text()
+    )
+    assert evaluation["split"] == "test" and evaluation["n_images"] == 4  # 1 state x 4 variants
+    f1 = evaluation["metrics"]["test/f1_50"]
+    assert f1 is not None and 0 <= f1 <= 1 and math.isfinite(f1)
+    assert (results / "evaluation" / "test_grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The run, its test metrics and the registered model are in the sqlite tracking store.
+    with sqlite3.connect(results / "mlflow.db") as db:
+        keys = {
+            k
+            for (k,) in db.execute(
+                "SELECT key FROM metrics WHERE run_uuid = ?", (summary["run_id"],)
+            )
+        }
+        versions = db.execute(
+            "SELECT COUNT(*) FROM model_versions WHERE name = ?", ("ltemfactory-skyrmion",)
+        ).fetchone()[0]
+    assert {"train/loss", "val/f1", "test/f1_50", "test/ap_50"} <= keys
+    assert versions == 1
+
+
 def test_montages_are_pngs(tiny_run):
     workdir, first, _ = tiny_run
     for b in range(N_BATCHES):
@@ -210,8 +243,10 @@ def test_dry_run_lists_every_job(tmp_path):
         "assemble": 1,
         "dataset_check": 1,
         "dataset_card": 1,
+        "train": 1,
+        "evaluate": 1,
         "all": 1,
-        "total": 5 + 3 * N_BATCHES,
+        "total": 7 + 3 * N_BATCHES,
     }, output_of(proc)
 
 

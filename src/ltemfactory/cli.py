@@ -174,6 +174,57 @@ def _cmd_dataset_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from ltemfactory.config import load_config
+    from ltemfactory.training.run import train
+
+    cfg = load_config(args.config)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    summary = train(
+        cfg, args.dataset, args.out, checkpoint_dir=args.checkpoints, card_dir=args.card
+    )
+    if summary:
+        log.info(
+            "trained %d epochs (%d steps) in %.0f s; best val F1@0.5 %s; model %s",
+            summary["epochs"],
+            summary["global_step"],
+            summary["wall_s"],
+            summary["best_val_f1"],
+            summary["model_uri"],
+        )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from ltemfactory.config import load_config
+    from ltemfactory.training.evaluation import evaluate
+
+    tracking = load_config(args.config)["train"]["tracking"] if args.config else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    evaluate(args.model, args.dataset, args.out, split=args.split, tracking=tracking)
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from ltemfactory.config import load_config
+    from ltemfactory.dashboard import run_dashboard
+    from ltemfactory.training.tracking import TrackingConfig
+
+    tracking = TrackingConfig.from_dict(load_config(args.config)["train"]["tracking"])
+    return run_dashboard(
+        backend_store_uri=tracking.tracking_uri,
+        artifacts_destination=tracking.artifact_location,
+        host=args.host,
+        port=args.port,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltemfactory", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ltemfactory {__version__}")
@@ -252,6 +303,34 @@ def build_parser() -> argparse.ArgumentParser:
     dcard.add_argument("store", type=Path)
     dcard.add_argument("--out", required=True, type=Path, help="output directory")
     dcard.set_defaults(func=_cmd_dataset_card)
+
+    tr = sub.add_parser("train", help="train the skyrmion segmenter (tracked in MLflow)")
+    tr.add_argument("--config", required=True, type=Path, help="config YAML file")
+    tr.add_argument("--dataset", required=True, type=Path, help="dataset store")
+    tr.add_argument("--out", required=True, type=Path, help="output model directory")
+    tr.add_argument(
+        "--checkpoints", required=True, type=Path, help="checkpoint directory (kept to resume)"
+    )
+    tr.add_argument("--card", type=Path, help="dataset card directory, logged to MLflow")
+    tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="score a trained model on a split of the dataset")
+    ev.add_argument("--model", required=True, type=Path, help="model directory from train")
+    ev.add_argument("--dataset", required=True, type=Path, help="dataset store")
+    ev.add_argument("--out", required=True, type=Path, help="output directory")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--config", type=Path, help="config YAML (its train.tracking gets the run)")
+    ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    dash = sub.add_parser(
+        "dashboard", help="MLflow UI on 127.0.0.1 for the config's tracking store (Ctrl-C stops)"
+    )
+    dash.add_argument("--config", type=Path, default=Path("configs/config.yaml"))
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    dash.add_argument("--port", type=int, default=5000)
+    dash.set_defaults(func=_cmd_dashboard)
     return parser
 
 

@@ -463,7 +463,25 @@ def _consistency_problems(cfg: dict[str, Any], origin: dict[str, str]) -> list[_
                 "expected a non-empty list: sweep.parameters.initial_state can draw field_history",
             )
         )
+    problems.extend(_train_problems(cfg))
     return problems
+
+
+def _train_problems(cfg: dict[str, Any]) -> list[_Problem]:
+    """The augmentation knobs are checked by the class that uses them (one set of rules), and
+    the crop must fit the rendered images (grid size in cells = image size in px)."""
+    from ltemfactory.errors import InputError
+    from ltemfactory.training.augment import AugmentConfig, check_fits
+
+    path = ("train", "augment")
+    try:
+        augment = AugmentConfig.from_dict(cfg["train"]["augment"])
+        check_fits((cfg["sweep"]["grid"]["ny"], cfg["sweep"]["grid"]["nx"]), augment)
+    except InputError as exc:
+        return [(path, str(exc).removeprefix("train.augment."))]
+    if cfg["dataset"]["split_fractions"][1] <= 0:
+        return [(("dataset", "split_fractions"), "training needs a val split (fraction > 0)")]
+    return []
 
 
 def _warnings(cfg: dict[str, Any], source: str) -> None:

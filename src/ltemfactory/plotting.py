@@ -96,3 +96,46 @@ def ltem_figure(
     axes[2].text(0.02, 0.02, f"max {bmax:.2f} T nm", transform=axes[2].transAxes, color="w")
     fig.suptitle(title, fontsize=10)
     save_figure(fig, out)
+
+
+def _label_colors(seed: int = 0):
+    """A fixed random colour table so neighbouring instance ids get distinct colours."""
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(np.random.default_rng(seed).uniform(0.2, 1.0, size=(256, 3)))
+
+
+def prediction_grid(
+    out: str | Path,
+    images: list[np.ndarray],
+    truths: list[np.ndarray],
+    preds: list[np.ndarray],
+    *,
+    title: str = "image | truth | prediction",
+) -> Path:
+    """PNG with one row per image: the image, its true and its predicted instance labels
+    (each overlaid on the image in random colours; the title counts instances).
+
+    Arrays are (row, col); row 0 is drawn at the top, as detectors read out.
+    """
+    n = len(images)
+    if not (n == len(truths) == len(preds)) or n == 0:
+        raise ValueError(f"prediction_grid: {n} images, {len(truths)} truths, {len(preds)} preds")
+    colors = _label_colors()
+    fig, axes = plt.subplots(n, 3, figsize=(9, 3.1 * n), squeeze=False)
+    for row, (img, true, pred) in enumerate(zip(images, truths, preds, strict=True)):
+        lo, hi = np.percentile(img, [1, 99])
+        panels = zip(axes[row], (None, true, pred), ("image", "truth", "prediction"), strict=True)
+        for ax, lab, name in panels:
+            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
+            if lab is not None:
+                shown = np.ma.masked_equal(lab % 256, 0)
+                ax.imshow(shown, cmap=colors, alpha=0.55, vmin=0, vmax=255, interpolation="nearest")
+                name = f"{name}: {np.count_nonzero(np.unique(lab))} instances"
+            ax.set_title(name, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out)
+    return Path(out)

@@ -1,0 +1,231 @@
+"""From network outputs to instance labels, shared by validation, evaluation and inference.
+
+Two formulations (the ablation of issue [D]):
+
+* ``instance``: three output maps — foreground logit, normalised-distance logit, boundary logit
+  (targets from :func:`ltemfactory.instances.encode_targets`) — decoded by the
+  marker-controlled watershed of :func:`ltemfactory.instances.decode_instances`, which keeps
+  touching skyrmions apart;
+* ``binary``: one foreground logit decoded by connected components
+  (:func:`ltemfactory.instances.decode_binary_baseline`), the earlier public approach.
+
+:class:`Predictor` bundles a trained network with everything inference must reproduce exactly:
+the formulation, the input normalisation, the decoder parameters and the training scale (the
+median skyrmion diameter [px] the network saw), and saves them in one ``torch.save`` file that
+loads with ``weights_only=True`` (tensors and plain Python values only).
+
+Arrays are (…, row, col); tensors (batch, channel, row, col).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ltemfactory.errors import InputError
+from ltemfactory.files import atomic_path
+from ltemfactory.instances import decode_binary_baseline, decode_instances, relabel_raster
+from ltemfactory.training.normalisation import normalise_from_spec
+from ltemfactory.training.unet import UNet, UNetConfig, pad_to_multiple
+
+__all__ = [
+    "DECODE_DEFAULTS",
+    "FORMULATIONS",
+    "Predictor",
+    "decode_maps",
+    "maps_from_logits",
+]
+
+log = logging.getLogger(__name__)
+
+FORMULATIONS = {"instance": ("foreground", "distance", "boundary"), "binary": ("foreground",)}
+"""Output maps of each formulation, in channel order."""
+
+DECODE_DEFAULTS = {
+    "fg_threshold": 0.5,
+    "seed_threshold": 0.6,
+    "min_distance_px": 2.0,
+    "min_area_px": 4,
+    "sigma_px": 1.0,
+}
+"""Defaults of :func:`ltemfactory.instances.decode_instances` (the binary decoder uses only
+``fg_threshold`` and ``min_area_px``)."""
+
+_FORMAT = "ltemfactory-predictor-v1"
+
+
+def check_formulation(formulation: str) -> str:
+    if formulation not in FORMULATIONS:
+        raise InputError(
+            f"formulation: expected one of {sorted(FORMULATIONS)}, got {formulation!r}"
+        )
+    return formulation
+
+
+def decode_params(decode: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Decoder parameters with defaults filled in; unknown keys raise ``InputError``."""
+    decode = dict(decode or {})
+    unknown = sorted(set(decode) - set(DECODE_DEFAULTS))
+    if unknown:
+        raise InputError(
+            f"decode: unknown key(s) {unknown}; expected some of {list(DECODE_DEFAULTS)}"
+        )
+    return {**DECODE_DEFAULTS, **decode}
+
+
+def maps_from_logits(logits: torch.Tensor, formulation: str) -> dict[str, np.ndarray]:
+    """Probability maps, float32 numpy (N, row, col) each, from (N, C, row, col) logits."""
+    names = FORMULATIONS[check_formulation(formulation)]
+    if logits.ndim != 4 or logits.shape[1] != len(names):
+        raise InputError(
+            f"logits: expected (N, {len(names)}, row, col) for the {formulation} formulation, "
+            f"got {tuple(logits.shape)}"
+        )
+    probs = torch.sigmoid(logits.detach().float()).cpu().numpy()
+    return {name: probs[:, i] for i, name in enumerate(names)}
+
+
+def decode_maps(
+    maps: Mapping[str, np.ndarray], formulation: str, decode: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """Instance labels, int32 (…, row, col), from probability maps (…, row, col)."""
+    p = decode_params(decode)
+    fg = maps["foreground"]
+    if check_formulation(formulation) == "binary":
+        labels = decode_binary_baseline(fg, p["fg_threshold"])
+        return _drop_small(labels, p["min_area_px"])
+    return decode_instances(fg, maps["distance"], **p)
+
+
+def _drop_small(labels: np.ndarray, min_area_px: int) -> np.ndarray:
+    def one(lab: np.ndarray) -> np.ndarray:
+        counts = np.bincount(lab.ravel())
+        small = counts < min_area_px
+        small[0] = False
+        return relabel_raster(np.where(small[lab], 0, lab))
+
+    return one(labels) if labels.ndim == 2 else np.stack([one(lab) for lab in labels])
+
+
+class Predictor:
+    """A trained network plus the preprocessing and decoding that go with it.
+
+    Args:
+        network: the U-Net (its ``config`` must match the formulation's output maps).
+        formulation: ``instance`` or ``binary``.
+        normalisation: spec for :func:`ltemfactory.training.normalisation.normalise_from_spec`.
+        decode: decoder parameters (see :data:`DECODE_DEFAULTS`).
+        train_diameter_px: median skyrmion equivalent diameter [px] in the training split; an
+            experimental image is best resampled so its skyrmions have about this size.
+        metadata: free-form JSON-serialisable provenance (dataset fingerprint, run id, ...).
+    """
+
+    def __init__(
+        self,
+        network: UNet,
+        *,
+        formulation: str,
+        normalisation: Mapping[str, Any],
+        decode: Mapping[str, Any] | None = None,
+        train_diameter_px: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.formulation = check_formulation(formulation)
+        n_out = len(FORMULATIONS[formulation])
+        if network.config.out_channels != n_out:
+            raise InputError(
+                f"network has {network.config.out_channels} outputs; the {formulation} "
+                f"formulation needs {n_out}"
+            )
+        self.network = network.eval()
+        self.normalisation = dict(normalisation)
+        self.decode = decode_params(decode)
+        self.train_diameter_px = None if train_diameter_px is None else float(train_diameter_px)
+        self.metadata = dict(metadata or {})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def to(self, device: str | torch.device) -> Predictor:
+        self.network.to(device)
+        return self
+
+    def normalise(self, images: np.ndarray) -> np.ndarray:
+        """Raw images (…, row, col) → the network's input scale (float32)."""
+        return normalise_from_spec(np.asarray(images, dtype=np.float32), self.normalisation)
+
+    @torch.inference_mode()
+    def maps(self, normalised: np.ndarray) -> dict[str, np.ndarray]:
+        """Probability maps (N, row, col) of normalised images (N, 1, row, col), any size.
+
+        The images are reflect-padded to the network's size multiple and cropped back.
+        """
+        x = torch.as_tensor(np.asarray(normalised, dtype=np.float32), device=self.device)
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise InputError(f"images: expected (N, 1, row, col), got {tuple(x.shape)}")
+        x, (rows, cols) = pad_to_multiple(x, self.network.config.multiple)
+        return maps_from_logits(self.network(x)[..., :rows, :cols], self.formulation)
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        """Instance labels int32 (row, col) of one raw image (row, col), in one network pass."""
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise InputError(f"image: expected (row, col), got shape {image.shape}")
+        maps = self.maps(self.normalise(image)[None, None])
+        return decode_maps({k: v[0] for k, v in maps.items()}, self.formulation, self.decode)
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict[str, Any]:
+        """Everything :meth:`load` needs: tensors and plain values (``weights_only`` safe)."""
+        return {
+            "format": _FORMAT,
+            "network_config": self.network.config.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            "formulation": self.formulation,
+            "normalisation": self.normalisation,
+            "decode": self.decode,
+            "train_diameter_px": self.train_diameter_px,
+            "metadata": self.metadata,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`state` atomically to ``path`` (a ``.pt`` file)."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            torch.save(self.state(), tmp)
+        return path
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Predictor:
+        if state.get("format") != _FORMAT:
+            raise InputError(f"not an ltemfactory predictor (format {state.get('format')!r})")
+        network = UNet(UNetConfig.from_dict(state["network_config"]))
+        network.load_state_dict(state["state_dict"])
+        return cls(
+            network,
+            formulation=state["formulation"],
+            normalisation=state["normalisation"],
+            decode=state["decode"],
+            train_diameter_px=state["train_diameter_px"],
+            metadata=state["metadata"],
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Predictor:
+        """Load a file written by :meth:`save` (``weights_only=True``: no code is unpickled)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such model file")
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+            raise InputError(f"{path}: not a readable model file ({exc})") from exc
+        if not isinstance(state, dict):
+            raise InputError(f"{path}: not an ltemfactory predictor")
+        return cls.from_state(state)

@@ -1,0 +1,253 @@
+"""The training stage end to end: data module, network, Lightning trainer, MLflow run, export.
+
+:func:`train` is what ``ltemfactory train`` runs. It resumes: checkpoints live in their own
+directory (outside the Snakemake output, which Snakemake deletes before a rerun) together with a
+``resume.json`` naming the MLflow run and a digest of everything that determines the training
+(the ``seed`` and ``train`` config sections and the dataset fingerprint). A rerun with the same
+digest continues from ``last.ckpt`` in the same MLflow run; a different digest starts afresh.
+
+The exported model directory holds ``model.pt`` (:class:`~ltemfactory.training.predictor.
+Predictor`, loadable with ``weights_only=True``), ``best.ckpt`` (the Lightning checkpoint) and
+``train_summary.json`` (run id, model URI, best validation metrics, timing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+
+from ltemfactory.dataset.layout import _open_plain
+from ltemfactory.errors import InputError
+from ltemfactory.files import atomic_path, write_text_atomic
+from ltemfactory.training.augment import AugmentConfig
+from ltemfactory.training.data import SkyrmionDataModule
+from ltemfactory.training.module import SkyrmionSegmenter, load_checkpoint
+from ltemfactory.training.normalisation import NORMALISATION
+from ltemfactory.training.predictor import FORMULATIONS
+from ltemfactory.training.tracking import (
+    TrackingConfig,
+    lightning_logger,
+    log_model,
+    log_run_context,
+    setup_tracking,
+)
+from ltemfactory.training.unet import UNet, UNetConfig
+
+__all__ = ["TRAIN_SEED_SALT", "resolve_precision", "train", "training_digest"]
+
+log = logging.getLogger(__name__)
+
+TRAIN_SEED_SALT = 0x5452414E  # "TRAN": separates the training stream from other uses of the seed
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` → bf16 mixed precision on CUDA devices that support it (else fp16 mixed), full
+    fp32 on the CPU (CPU autocast is slower than fp32 for these small convolutions)."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not on_gpu:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def training_digest(config: Mapping[str, Any], fingerprint: str) -> str:
+    """SHA-256 of what determines a training run: seed, ``train`` section (tracking excluded:
+    where the run is recorded does not change it) and the dataset fingerprint."""
+    train = {k: v for k, v in config["train"].items() if k != "tracking"}
+    blob = json.dumps(
+        {"seed": config["seed"], "train": train, "dataset": fingerprint}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _fingerprint(store: Path) -> str:
+    fp = _open_plain(store).attrs.get("fingerprint")
+    if not fp:
+        raise InputError(f"{store}: dataset store has no fingerprint (was it assembled?)")
+    return str(fp)
+
+
+def _resume_state(checkpoints: Path, digest: str) -> tuple[Path | None, str | None]:
+    """(last checkpoint, MLflow run id) to resume from, or (None, None) to start afresh."""
+    state_file = checkpoints / "resume.json"
+    last = checkpoints / "last.ckpt"
+    if state_file.is_file() and last.is_file():
+        state = json.loads(state_file.read_text())
+        if state.get("digest") == digest:
+            log.info("resuming from %s (MLflow run %s)", last, state.get("run_id"))
+            return last, state.get("run_id")
+        log.warning("%s: config or dataset changed since the checkpoint; starting afresh", last)
+    if checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    return None, None
+
+
+def train(
+    config: Mapping[str, Any],
+    dataset: str | Path,
+    out_dir: str | Path,
+    *,
+    checkpoint_dir: str | Path,
+    card_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train the segmenter on ``dataset`` as configured in ``config['train']``.
+
+    Args:
+        config: a validated config (:func:`ltemfactory.config.load_config`).
+        dataset: the assembled dataset store.
+        out_dir: model directory to write (``model.pt``, ``best.ckpt``, ``train_summary.json``).
+        checkpoint_dir: where checkpoints and ``resume.json`` live between runs.
+        card_dir: the dataset card directory, logged to MLflow when given.
+
+    Returns:
+        The training summary (also written to ``out_dir/train_summary.json``).
+    """
+    t = config["train"]
+    dataset, out_dir, checkpoints = Path(dataset), Path(out_dir), Path(checkpoint_dir)
+    fingerprint = _fingerprint(dataset)
+    digest = training_digest(config, fingerprint)
+    resume_ckpt, run_id = _resume_state(checkpoints, digest)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+
+    seed = (int(config["seed"]) ^ TRAIN_SEED_SALT) & 0xFFFFFFFF
+    pl.seed_everything(seed, workers=True, verbose=False)
+    dm = SkyrmionDataModule(
+        dataset,
+        augment=AugmentConfig.from_dict(t["augment"]),
+        batch_size=t["batch_size"],
+        num_workers=t["num_workers"],
+        samples_per_epoch=t["samples_per_epoch"],
+        seed=seed,
+    )
+    dm.setup("fit")
+    formulation = t["formulation"]
+    net_cfg = UNetConfig.from_dict({**t["network"], "out_channels": len(FORMULATIONS[formulation])})
+    module = SkyrmionSegmenter(
+        UNet(net_cfg),
+        formulation=formulation,
+        learning_rate=t["learning_rate"],
+        weight_decay=t["weight_decay"],
+        loss_weights=t["loss_weights"],
+        decode=t["decode"],
+        normalisation=NORMALISATION,
+        train_diameter_px=dm.train_diameter_px,
+        metadata={"dataset_fingerprint": fingerprint, "dataset": str(dataset)},
+    )
+
+    tracking = TrackingConfig.from_dict(t["tracking"])
+    logger = None
+    if rank_zero_only.rank == 0:  # DDP re-runs this function in every rank's process
+        setup_tracking(tracking)
+        logger = lightning_logger(run_id, tracking)
+        run_id = logger.run_id
+        write_text_atomic(
+            checkpoints / "resume.json", json.dumps({"digest": digest, "run_id": run_id}) + "\n"
+        )
+        if resume_ckpt is None:
+            log_run_context(
+                run_id=run_id,
+                config=dict(config),
+                dataset_store=dataset,
+                fingerprint=fingerprint,
+                card_dir=Path(card_dir) if card_dir else None,
+            )
+
+    accelerator = t["accelerator"]
+    precision = resolve_precision(t["precision"], accelerator)
+    best_cb = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="best",
+        monitor="val/f1",
+        mode="max",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=t["devices"],
+        strategy=t["strategy"],
+        precision=precision,
+        max_epochs=t["max_epochs"],
+        max_time={"minutes": t["max_time_min"]} if t.get("max_time_min") else None,
+        check_val_every_n_epoch=t["check_val_every_n_epoch"],
+        callbacks=[best_cb, LearningRateMonitor(logging_interval="epoch")],
+        logger=logger if logger is not None else False,
+        log_every_n_steps=t["log_every_n_steps"],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic="warn",
+        default_root_dir=checkpoints,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_ckpt)
+    wall_s = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+
+    best_path = Path(best_cb.best_model_path or checkpoints / "last.ckpt")
+    best = load_checkpoint(best_path)
+    predictor = best.predictor()
+    predictor.metadata.update({"run_id": run_id, "digest": digest})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictor.save(out_dir / "model.pt")
+    with atomic_path(out_dir / "best.ckpt") as tmp:
+        shutil.copyfile(best_path, tmp)
+
+    size = min(64, *dm.image_shape)
+    example = np.zeros((1, 1, size - size % net_cfg.multiple, size - size % net_cfg.multiple))
+    model_uri = log_model(
+        predictor.network,
+        run_id=run_id,
+        example_input=example.astype(np.float32),
+        metadata=_jsonable(predictor.state() | {"state_dict": None}),
+        registered_model=tracking.registered_model,
+        checkpoint=out_dir / "best.ckpt",
+    )
+    samples = trainer.global_step * t["batch_size"] * trainer.world_size
+    summary = {
+        "run_id": run_id,
+        "model_uri": model_uri,
+        "registered_model": tracking.registered_model,
+        "dataset_fingerprint": fingerprint,
+        "digest": digest,
+        "formulation": formulation,
+        "best_checkpoint": str(best_path),
+        "best_val_f1": _float(best_cb.best_model_score),
+        "val_metrics": {
+            k: _float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
+        },
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "precision": precision,
+        "devices": trainer.num_devices,
+        "wall_s": wall_s,
+        "train_images_per_s": samples / wall_s if wall_s > 0 else None,
+        "train_diameter_px": dm.train_diameter_px,
+    }
+    write_text_atomic(out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _float(x: Any) -> float | None:
+    if x is None:
+        return None
+    v = float(x.item() if hasattr(x, "item") else x)
+    return v if np.isfinite(v) else None
+
+
+def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
