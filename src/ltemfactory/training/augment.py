@@ -113,8 +113,8 @@ class AugmentConfig:
     gamma_probability: float = 0.3
     gamma_range: tuple[float, float] = (0.7, 1.4)
     """Exponent γ of (I/mean)^γ [1], log-uniform; the mean is kept."""
-    dose_probability: float = 0.5
-    dose_e_per_px_range: tuple[float, float] = (20.0, 1000.0)
+    dose_probability: float = 0.3
+    dose_e_per_px_range: tuple[float, float] = (500.0, 20000.0)
     """Dose of the Poisson re-noise [electrons/px], log-uniform."""
     read_noise_counts_range: tuple[float, float] = (0.0, 2.0)
     """Gaussian read noise sigma [counts/px] added with the re-noise."""
