@@ -1,6 +1,7 @@
 """ltemfactory workflow: parameter sweep -> relaxed magnetisation stores (+ montages) ->
 rendered LTEM image stores -> one checked dataset store with a card -> a trained segmenter
-(MLflow run, registered model) -> its test-split evaluation.
+(MLflow run, registered model) -> its test-split evaluation -> inference on the experimental
+images -> a Markdown report (results/report/report.md).
 
 Run with `make demo`, or `snakemake --profile configs/profiles/local` (venv bin on PATH).
 Every rule calls one `ltemfactory` CLI command; the Python code lives in src/ltemfactory.
@@ -45,6 +46,7 @@ include: "workflow/rules/relax.smk"
 include: "workflow/rules/render.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
 
 
 rule all:
@@ -57,3 +59,4 @@ rule all:
         "results/dataset_check.txt",
         "results/dataset_card",
         "results/evaluation",
+        "results/report",

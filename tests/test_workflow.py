@@ -26,11 +26,13 @@ TIMEOUT_S = 1800
 
 
 def copy_workflow(dest: Path) -> Path:
-    """Copy the workflow into ``dest`` (symlinks, e.g. the schema, are copied as files)."""
+    """Copy the workflow into ``dest`` (symlinks, e.g. the schema, are copied as files), with
+    the shipped data (the default input of the infer rule)."""
     shutil.copy2(ROOT / "Snakefile", dest / "Snakefile")
     shutil.copytree(ROOT / "workflow", dest / "workflow")
     shutil.copytree(ROOT / "configs" / "profiles", dest / "configs" / "profiles")
     shutil.copytree(ROOT / "envs", dest / "envs")
+    shutil.copytree(ROOT / "data", dest / "data")
     return dest
 
 
@@ -164,6 +166,26 @@ def test_model_is_trained_tracked_and_evaluated(tiny_run):
     assert versions == 1
 
 
+def test_inference_and_report_are_wired(tiny_run):
+    """The untrained tiny model only shows the wiring: the shipped image is processed or its
+    error recorded, and the report links the results."""
+    import json
+
+    workdir, first, _ = tiny_run
+    results = workdir / "results"
+    summary = json.loads(produced(results / "inference" / "summary.json", first).read_text())
+    assert summary["n_images"] == 1, summary
+    entry = summary["images"][0]
+    assert entry["file"] == "data/experimental/FGT_190K_lf10_hf10.tif", entry
+    if entry["status"] == "ok":
+        assert (results / "inference" / entry["files"]["overlay"]).is_file()
+        assert (results / "inference" / entry["files"]["lattice"]).is_file()
+    else:
+        assert entry["error"] and summary["failed"], entry
+    report = produced(results / "report" / "report.md", first).read_text()
+    assert "../inference/summary.json" in report and "../dataset_card/README.md" in report
+
+
 def test_montages_are_pngs(tiny_run):
     workdir, first, _ = tiny_run
     for b in range(N_BATCHES):
@@ -245,8 +267,10 @@ def test_dry_run_lists_every_job(tmp_path):
         "dataset_card": 1,
         "train": 1,
         "evaluate": 1,
+        "infer": 1,
+        "report": 1,
         "all": 1,
-        "total": 7 + 3 * N_BATCHES,
+        "total": 9 + 3 * N_BATCHES,
     }, output_of(proc)
 
 

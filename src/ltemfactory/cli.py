@@ -211,6 +211,55 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_infer(args: argparse.Namespace) -> int:
+    import torch
+
+    from ltemfactory.inference.pipeline import infer_images
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    summary = infer_images(
+        args.images,
+        args.model,
+        args.out,
+        pixel_size_nm=args.pixel_size_nm,
+        tilt_axis_deg=args.tilt_axis_deg,
+        tile_px=args.tile_px,
+        overlap_px=args.overlap_px,
+        frame=args.frame,
+        batch_size=args.batch_size,
+        device=args.device,
+        tracking_uri=args.tracking_uri,
+    )
+    log.info(
+        "inference: %d of %d image(s) processed -> %s",
+        summary["n_ok"],
+        summary["n_images"],
+        args.out,
+    )
+    if summary["n_failed"] and not args.allow_failed:
+        print(
+            f"ltemfactory infer: error: {summary['n_failed']} of {summary['n_images']} image(s) "
+            f"failed (listed in {args.out / 'summary.json'})",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ltemfactory.inference.report import write_report
+
+    write_report(
+        args.out,
+        dataset_card=args.dataset_card,
+        model=args.model,
+        evaluation=args.evaluation,
+        inference=args.inference,
+    )
+    return 0
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from ltemfactory.config import load_config
     from ltemfactory.dashboard import run_dashboard
@@ -323,6 +372,40 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", type=Path, help="config YAML (its train.tracking gets the run)")
     ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     ev.set_defaults(func=_cmd_evaluate)
+
+    inf = sub.add_parser(
+        "infer", help="segment skyrmions in experimental images (overlays, tables, lattice stats)"
+    )
+    inf.add_argument("images", nargs="+", type=Path, help="TIFF, DM3/DM4, PNG/JPEG or NPY files")
+    inf.add_argument(
+        "--model",
+        required=True,
+        help="model directory or .pt file from train, or models:/NAME/VERSION|latest, runs:/...",
+    )
+    inf.add_argument("--out", required=True, type=Path, help="output directory")
+    inf.add_argument("--pixel-size-nm", type=float, help="pixel size [nm] (overrides the files)")
+    inf.add_argument("--tilt-axis-deg", type=float, help="tilt-axis azimuth [deg] (recorded)")
+    inf.add_argument("--tile-px", type=int, default=256, help="tile side [px] at the model scale")
+    inf.add_argument("--overlap-px", type=int, default=32, help="tile overlap [px]")
+    inf.add_argument("--frame", type=int, help="only this frame of stacks (default: every frame)")
+    inf.add_argument("--batch-size", type=int, default=4, help="tiles per network call")
+    inf.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    inf.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ URIs")
+    inf.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    inf.add_argument(
+        "--allow-failed",
+        action="store_true",
+        help="exit 0 even when some images failed (they are listed in summary.json)",
+    )
+    inf.set_defaults(func=_cmd_infer)
+
+    rep = sub.add_parser("report", help="Markdown report: dataset, model, evaluation, inference")
+    rep.add_argument("--dataset-card", type=Path, help="dataset card directory")
+    rep.add_argument("--model", type=Path, help="model directory (train_summary.json)")
+    rep.add_argument("--evaluation", type=Path, help="evaluation directory")
+    rep.add_argument("--inference", type=Path, help="inference directory (summary.json)")
+    rep.add_argument("--out", required=True, type=Path, help="report directory (report.md)")
+    rep.set_defaults(func=_cmd_report)
 
     dash = sub.add_parser(
         "dashboard", help="MLflow UI on 127.0.0.1 for the config's tracking store (Ctrl-C stops)"

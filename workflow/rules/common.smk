@@ -84,3 +84,54 @@ def get_montages():
 def get_render_stores():
     """One rendered-image Zarr store per batch."""
     return expand("results/render/batch_{batch}.zarr", batch=get_batches())
+
+
+# Image suffixes that `ltemfactory infer` reads (ltemfactory.inference.readers.SUFFIXES).
+INFER_SUFFIXES = (
+    ".tif",
+    ".tiff",
+    ".dm3",
+    ".dm4",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".bmp",
+    ".npy",
+)
+
+
+def get_infer_inputs():
+    """The images of infer.inputs: files as given, globs and folders expanded (sorted).
+
+    A glob or folder that matches no image stops the workflow with the entry named.
+    """
+    import glob
+
+    images = []
+    for entry in config["infer"]["inputs"]:
+        if os.path.isdir(entry):
+            found = sorted(
+                os.path.join(entry, name)
+                for name in os.listdir(entry)
+                if name.lower().endswith(INFER_SUFFIXES)
+            )
+        elif glob.has_magic(entry):
+            found = sorted(glob.glob(entry))
+        else:
+            found = [entry]
+        if not found:
+            raise WorkflowError(f"infer.inputs: {entry!r} matches no image file")
+        images.extend(p for p in found if p not in images)
+    return images
+
+
+def get_infer_options():
+    """Command-line options of `ltemfactory infer` from the infer config section."""
+    infer = config["infer"]
+    options = [f"--tile-px {infer['tile_px']}", f"--overlap-px {infer['overlap_px']}"]
+    if infer.get("pixel_size_nm") is not None:
+        options.append(f"--pixel-size-nm {infer['pixel_size_nm']!r}")
+    if infer.get("tilt_axis_deg") is not None:
+        options.append(f"--tilt-axis-deg {infer['tilt_axis_deg']!r}")
+    return " ".join(options)

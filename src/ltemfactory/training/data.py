@@ -501,6 +501,31 @@ class SkyrmionDataModule(pl.LightningDataModule):
             self._diameter = float(np.median(2.0 * radius[keep] / px[image[keep]]))
         return self._diameter
 
+    @property
+    def train_nn_distance_px(self) -> float | None:
+        """Median nearest-neighbour distance [px] between skyrmion centroids in the training
+        images (periodic films are not wrapped: the image is a window). Inference rescales an
+        experimental lattice so that its FFT nearest-neighbour distance equals this; ``None``
+        when no training image holds two instances."""
+        from scipy.spatial import cKDTree
+
+        group = open_dataset_store(self.store)
+        image = np.asarray(group["instances/image"][:], dtype=np.int64)
+        rc = np.stack(
+            [
+                np.asarray(group["instances/centroid_row_px"][:], dtype=np.float64),
+                np.asarray(group["instances/centroid_col_px"][:], dtype=np.float64),
+            ],
+            axis=1,
+        )
+        train = self._train_mask(group)
+        distances = []
+        for i in np.unique(image[train[image]]):
+            pts = rc[image == i]
+            if len(pts) >= 2:
+                distances.append(cKDTree(pts).query(pts, k=2)[0][:, 1])
+        return float(np.median(np.concatenate(distances))) if distances else None
+
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self._epoch}
 

@@ -144,7 +144,12 @@ def train(
         decode=t["decode"],
         normalisation=NORMALISATION,
         train_diameter_px=dm.train_diameter_px,
-        metadata={"dataset_fingerprint": fingerprint, "dataset": str(dataset)},
+        metadata={
+            "dataset_fingerprint": fingerprint,
+            "dataset": str(dataset),
+            "train_nn_distance_px": dm.train_nn_distance_px,
+            "train_pixel_size_nm": dm.pixel_size_nm["median"],
+        },
     )
 
     tracking = TrackingConfig.from_dict(t["tracking"])
