@@ -232,7 +232,7 @@ def train(
         "formulation": formulation,
         "best_checkpoint": str(best_path),
         "best_val_f1": _float(best_cb.best_model_score),
-        "val_metrics": {
+        "last_val_metrics": {
             k: _float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
         },
         "epochs": trainer.current_epoch,
