@@ -45,6 +45,7 @@ __all__ = [
     "TARGET_KEYS",
     "decode_binary_baseline",
     "decode_instances",
+    "drop_small_instances",
     "encode_targets",
     "relabel_raster",
 ]
@@ -290,11 +291,21 @@ def _decode_one(
     out = _refine_borders(out, raw)
 
     # 5. drop instances smaller than min_area_px; relabel 1..K in raster order
-    areas = np.bincount(out.ravel())
-    small = areas < min_area_px
-    small[0] = False
-    out[small[out]] = 0
-    return relabel_raster(out)
+    return drop_small_instances(out, min_area_px)
+
+
+def drop_small_instances(labels: np.ndarray, min_area_px: int) -> np.ndarray:
+    """Labels (row, col) or (N, row, col) without the instances of fewer than ``min_area_px``
+    pixels (set to 0), each image renumbered 1..K in raster order (int32)."""
+    labels = np.asarray(labels)
+    _check_stack("labels", labels)
+
+    def one(lab: np.ndarray) -> np.ndarray:
+        small = np.bincount(lab.ravel()) < min_area_px
+        small[0] = False
+        return relabel_raster(np.where(small[lab], 0, lab))
+
+    return one(labels) if labels.ndim == 2 else np.stack([one(lab) for lab in labels])
 
 
 def decode_instances(

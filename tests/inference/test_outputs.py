@@ -12,13 +12,13 @@ import tifffile
 from PIL import Image
 
 from ltemfactory.errors import InputError
+from ltemfactory.files import write_json
 from ltemfactory.inference.outputs import (
     INSTANCE_COLUMNS,
     instance_rows,
     mask_layer_png,
     overlay_png,
     write_instance_csv,
-    write_json,
     write_label_tiff,
 )
 from ltemfactory.inference.readers import read_image

@@ -11,9 +11,7 @@ from +x toward +y.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,9 +30,7 @@ __all__ = [
     "mask_layer_png",
     "overlay_png",
     "overlay_rgb",
-    "to_jsonable",
     "write_instance_csv",
-    "write_json",
     "write_label_tiff",
 ]
 
@@ -394,32 +390,3 @@ def mask_layer_png(path: str | Path, labels: np.ndarray, *, alpha: float = 0.5) 
     matrix = lab == 0
     rgba[matrix] = (255, 0, 0, int(round(255 * float(alpha))))
     _write_png(path, rgba)
-
-
-# ----------------------------------------------------------------------------- JSON
-def to_jsonable(obj: Any) -> Any:
-    """Plain JSON types: NaN/±inf → None, numpy scalars/arrays → Python, tuples → lists,
-    dataclasses → dicts, paths → str, mapping keys → str."""
-    if obj is None or isinstance(obj, bool | str | int):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in obj]
-    raise InputError(f"write_json: cannot store a {type(obj).__name__} in JSON")
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """``obj`` as indented UTF-8 JSON (see :func:`to_jsonable`; NaN becomes null)."""
-    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False, ensure_ascii=False)
-    write_text_atomic(path, text + "\n")

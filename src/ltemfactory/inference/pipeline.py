@@ -75,6 +75,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ltemfactory.errors import InputError
+from ltemfactory.files import atomic_path, to_jsonable, write_json
 from ltemfactory.inference.lattice import (
     LatticeEstimate,
     estimate_lattice_period_px,
@@ -84,9 +85,7 @@ from ltemfactory.inference.outputs import (
     INSTANCE_COLUMNS,
     instance_rows,
     overlay_png,
-    to_jsonable,
     write_instance_csv,
-    write_json,
     write_label_tiff,
 )
 from ltemfactory.inference.readers import LtemImage, read_image
@@ -525,7 +524,6 @@ def _psi6_png(
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    from ltemfactory.files import atomic_path
 
     rows, cols = labels.shape
     scale = min(1.0, 1024.0 / max(rows, cols))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from ltemfactory.errors import InputError
-from ltemfactory.files import write_text_atomic
+from ltemfactory.files import write_json
 from ltemfactory.instances import decode_binary_baseline
 from ltemfactory.metrics import match_dataset
 from ltemfactory.plotting import prediction_grid
@@ -101,7 +100,7 @@ def evaluate(
         result["baseline_connected_components"] = metric_logs(base, f"{split}_baseline")
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / f"{split}_metrics.json"
-    write_text_atomic(metrics_path, json.dumps(_finite(result), indent=2) + "\n")
+    write_json(metrics_path, result)
     grid_path = prediction_grid(
         out_dir / f"{split}_grid.png",
         images,
@@ -129,14 +128,3 @@ def evaluate(
         scores["pq@0.5"],
     )
     return result
-
-
-def _finite(obj: Any) -> Any:
-    """NaN/inf → None, so the JSON is standard (json.dumps would write NaN)."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

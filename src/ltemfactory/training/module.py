@@ -45,18 +45,18 @@ LOSS_WEIGHT_DEFAULTS = {"foreground": 1.0, "distance": 2.0, "boundary": 0.5}
 """Weights of the per-map losses: BCE on foreground, MSE on the normalised distance (in
 probability space), BCE on the boundary (instance formulation only)."""
 
-_METRIC_NAMES = {
-    "precision": "precision",
-    "recall": "recall",
-    "f1": "f1",
-    "ap": "ap",
-    "pq": "pq",
-    "sq": "sq",
-    "mean_iou": "mean_iou",
-    "radius_error_nm": "radius_error_nm",
-    "relative_radius_error": "relative_radius_error",
-    "centroid_error_nm": "centroid_error_nm",
-}
+_METRIC_NAMES = (
+    "precision",
+    "recall",
+    "f1",
+    "ap",
+    "pq",
+    "sq",
+    "mean_iou",
+    "radius_error_nm",
+    "relative_radius_error",
+    "centroid_error_nm",
+)
 
 
 def metric_logs(
@@ -70,8 +70,8 @@ def metric_logs(
     out = {f"{split}/n_true": float(scores["n_true"]), f"{split}/n_pred": float(scores["n_pred"])}
     for t in thresholds:
         suffix = f"{round(100 * t):d}"
-        for name, key in _METRIC_NAMES.items():
-            out[f"{split}/{key}_{suffix}"] = float(scores[f"{name}@{t:g}"])
+        for name in _METRIC_NAMES:
+            out[f"{split}/{name}_{suffix}"] = float(scores[f"{name}@{t:g}"])
     if f"{split}/f1_50" in out:
         out[f"{split}/f1"] = out[f"{split}/f1_50"]
     return out

@@ -29,7 +29,11 @@ import torch
 
 from ltemfactory.errors import InputError
 from ltemfactory.files import atomic_path
-from ltemfactory.instances import decode_binary_baseline, decode_instances, relabel_raster
+from ltemfactory.instances import (
+    decode_binary_baseline,
+    decode_instances,
+    drop_small_instances,
+)
 from ltemfactory.training.normalisation import normalise_from_spec
 from ltemfactory.training.unet import UNet, UNetConfig, pad_to_multiple
 
@@ -98,18 +102,8 @@ def decode_maps(
     fg = maps["foreground"]
     if check_formulation(formulation) == "binary":
         labels = decode_binary_baseline(fg, p["fg_threshold"])
-        return _drop_small(labels, p["min_area_px"])
+        return drop_small_instances(labels, p["min_area_px"])
     return decode_instances(fg, maps["distance"], **p)
-
-
-def _drop_small(labels: np.ndarray, min_area_px: int) -> np.ndarray:
-    def one(lab: np.ndarray) -> np.ndarray:
-        counts = np.bincount(lab.ravel())
-        small = counts < min_area_px
-        small[0] = False
-        return relabel_raster(np.where(small[lab], 0, lab))
-
-    return one(labels) if labels.ndim == 2 else np.stack([one(lab) for lab in labels])
 
 
 class Predictor:

@@ -28,11 +28,10 @@ import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from ltemfactory.dataset.layout import _open_plain
 from ltemfactory.errors import InputError
-from ltemfactory.files import atomic_path, write_text_atomic
+from ltemfactory.files import atomic_path, write_json
 from ltemfactory.training.augment import AugmentConfig
-from ltemfactory.training.data import SkyrmionDataModule
+from ltemfactory.training.data import SkyrmionDataModule, open_dataset_store
 from ltemfactory.training.module import SkyrmionSegmenter, load_checkpoint
 from ltemfactory.training.normalisation import NORMALISATION
 from ltemfactory.training.predictor import FORMULATIONS
@@ -74,7 +73,7 @@ def training_digest(config: Mapping[str, Any], fingerprint: str) -> str:
 
 
 def _fingerprint(store: Path) -> str:
-    fp = _open_plain(store).attrs.get("fingerprint")
+    fp = open_dataset_store(store).attrs.get("fingerprint")
     if not fp:
         raise InputError(f"{store}: dataset store has no fingerprint (was it assembled?)")
     return str(fp)
@@ -158,9 +157,7 @@ def train(
         setup_tracking(tracking)
         logger = lightning_logger(run_id, tracking)
         run_id = logger.run_id
-        write_text_atomic(
-            checkpoints / "resume.json", json.dumps({"digest": digest, "run_id": run_id}) + "\n"
-        )
+        write_json(checkpoints / "resume.json", {"digest": digest, "run_id": run_id})
         if resume_ckpt is None:
             log_run_context(
                 run_id=run_id,
@@ -218,7 +215,7 @@ def train(
         predictor.network,
         run_id=run_id,
         example_input=example.astype(np.float32),
-        metadata=_jsonable(predictor.state() | {"state_dict": None}),
+        metadata=_without_none(predictor.state() | {"state_dict": None}),
         registered_model=tracking.registered_model,
         checkpoint=out_dir / "best.ckpt",
     )
@@ -243,16 +240,14 @@ def train(
         "train_images_per_s": samples / wall_s if wall_s > 0 else None,
         "train_diameter_px": dm.train_diameter_px,
     }
-    write_text_atomic(out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "train_summary.json", summary)
     return summary
 
 
 def _float(x: Any) -> float | None:
-    if x is None:
-        return None
-    v = float(x.item() if hasattr(x, "item") else x)
-    return v if np.isfinite(v) else None
+    """A Lightning score (0-d tensor, or None before any validation) as a float."""
+    return None if x is None else float(x)
 
 
-def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
+def _without_none(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
