@@ -5,7 +5,9 @@
 #                   pyproject.toml or constraints.txt change (stamp file .venv/.installed)
 #   make demo       run the workflow on configs/config.yaml with the local profile
 #   make lint       snakemake --lint, snakefmt --check, ruff check
-#   make test       lint + pytest
+#   make test       lint + pytest (fast tests, a few minutes)
+#   make test-integration  minutes-long workflow tests: kill-and-resume, determinism, and
+#                   the SLURM cluster run (installs Debian's slurm + munge: needs root)
 #   make lock       regenerate constraints.txt from a fresh venv (pip freeze --exclude-editable)
 #   make clean      remove results/ and .snakemake/ (keeps .venv)
 #   make distclean  clean + remove .venv
@@ -26,10 +28,10 @@ PIP_ARGS ?=
 # Rule shells call `ltemfactory`: put the venv first on PATH for everything we run.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: help venv demo lint test lock clean distclean
+.PHONY: help venv demo lint test test-integration lock clean distclean
 
 help:
-	@sed -n '1,14p' Makefile
+	@sed -n '1,16p' Makefile
 
 venv: $(STAMP)
 
@@ -40,7 +42,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(VENV)/bin/pip install $(PIP_ARGS) -c constraints.txt $(TORCH) -e '.[dev,ui,dm]'
+	$(VENV)/bin/pip install $(PIP_ARGS) -c constraints.txt $(TORCH) -e '.[dev,ui,dm,slurm]'
 	touch $@
 
 demo: venv
@@ -54,6 +56,9 @@ lint: venv
 test: lint
 	$(RUN) $(BIN)/pytest
 
+test-integration: venv
+	$(RUN) $(BIN)/pytest -m integration
+
 # Regenerate constraints.txt: fresh venv, unconstrained install of the current pyproject
 # requirements (torch pinned), then freeze everything except the project itself. The +cpu
 # style local version label is stripped so the pin matches whichever torch build the index
@@ -61,10 +66,10 @@ test: lint
 lock:
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
-	"$$tmp/venv/bin/pip" install $(PIP_ARGS) $(TORCH) -e '.[dev,ui,dm]'; \
+	"$$tmp/venv/bin/pip" install $(PIP_ARGS) $(TORCH) -e '.[dev,ui,dm,slurm]'; \
 	{ printf '%s\n' \
 	    '# Exact versions of every third-party package in the dev/demo venv (Python 3.11, Linux x86_64).' \
-	    "# Used as \`pip install -c constraints.txt $(TORCH) -e '.[dev,ui,dm]'\` by \`make venv\`." \
+	    "# Used as \`pip install -c constraints.txt $(TORCH) -e '.[dev,ui,dm,slurm]'\` by \`make venv\`." \
 	    '# Regenerate with `make lock` (fresh venv, `pip freeze --exclude-editable`); do not edit by hand,' \
 	    '# except that torch is written without its local version label (+cpu) so pip can pick the' \
 	    '# CPU wheel from a local wheel directory or the matching build from the configured index.'; \

@@ -136,6 +136,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_assemble(args: argparse.Namespace) -> int:
     from ltemfactory.config import load_config
+    from ltemfactory.dask_cluster import dask_client
     from ltemfactory.dataset import assemble
     from ltemfactory.errors import InputError
 
@@ -146,7 +147,9 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
         )
     cfg = load_config(args.config)
     batches = list(zip(args.relax, args.render, strict=True))
-    assemble(batches, args.out, cfg, sweep_table=args.sweep)
+    # the config's dask section: its scheduler_address, else a LocalCluster closed at the end
+    with dask_client(cfg.get("dask")) as client:
+        assemble(batches, args.out, cfg, sweep_table=args.sweep, scheduler=client)
     return 0
 
 
@@ -262,15 +265,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from ltemfactory.config import load_config
-    from ltemfactory.dashboard import run_dashboard
+    from ltemfactory.dashboard import auth_settings, check_exposure, run_dashboard
     from ltemfactory.training.tracking import TrackingConfig
 
+    auth_on = args.auth or args.auth_config is not None
+    if not auth_on:
+        check_exposure(args.host, None)  # before reading the config or creating anything
     tracking = TrackingConfig.from_dict(load_config(args.config)["train"]["tracking"])
+    auth = None
+    if auth_on:
+        auth = auth_settings(backend_store_uri=tracking.tracking_uri, auth_config=args.auth_config)
     return run_dashboard(
         backend_store_uri=tracking.tracking_uri,
         artifacts_destination=tracking.artifact_location,
         host=args.host,
         port=args.port,
+        auth=auth,
     )
 
 
@@ -411,8 +421,23 @@ def build_parser() -> argparse.ArgumentParser:
         "dashboard", help="MLflow UI on 127.0.0.1 for the config's tracking store (Ctrl-C stops)"
     )
     dash.add_argument("--config", type=Path, default=Path("configs/config.yaml"))
-    dash.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    dash.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address (default loopback only; any other address needs --auth)",
+    )
     dash.add_argument("--port", type=int, default=5000)
+    dash.add_argument(
+        "--auth",
+        action="store_true",
+        help="require a login (MLflow basic-auth app); admin user and password from "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_AUTH_ADMIN_*)",
+    )
+    dash.add_argument(
+        "--auth-config",
+        type=Path,
+        help="MLflow auth config file (basic_auth.ini format) to use instead; implies --auth",
+    )
     dash.set_defaults(func=_cmd_dashboard)
     return parser
 

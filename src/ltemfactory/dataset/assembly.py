@@ -2,15 +2,19 @@
 
 Chunking: the image-sized arrays have one image per chunk (``(1, H, W)``), grouped in shards
 of one input batch (``(B, H, W)``, B = the largest batch's image count); ``magnetization``
-likewise with the state axis. Each input batch is written as one Dask task into its own
-shard-aligned region, so every shard has exactly one writer and no locks are needed. Batches
-must then start on shard boundaries: that holds when every batch but the last has the largest
-size (the normal case — the last batch may be smaller). Otherwise the shard is the greatest
-common divisor of the batch sizes (logged), which keeps one writer per shard. 1-D arrays are
-small and written whole by the coordinating process. Compression is
-:data:`ltemfactory.stores.COMPRESSOR` (Blosc-zstd + bitshuffle); chunks equal to the fill value
-are written too (``write_empty_chunks``), so every chunk of the grid exists on disk and
-:func:`~ltemfactory.dataset.checking.check` can tell a missing file from an all-zero one.
+likewise with the state axis. Every shard has exactly one writer, so no locks are needed (Zarr
+rewrites a whole shard file on each partial write: two writers of one shard lose data): each
+big array is written by one Dask task per shard, the labels by one task per batch over its own
+shards. Batches must then start on shard boundaries: that holds when every batch but the last
+has the largest size (the normal case — the last batch may be smaller). Otherwise the shard is
+the greatest common divisor of the batch sizes (logged), which keeps one writer per shard. The
+write regions come from :func:`plan_shard_writes` (a pure function) and are checked by
+:func:`verify_shard_writes` (whole shards, disjoint, covering the array, each inside its batch)
+before anything is written. 1-D arrays are small and written whole by the coordinating
+process. Compression is :data:`ltemfactory.stores.COMPRESSOR` (Blosc-zstd + bitshuffle); chunks
+equal to the fill value are written too (``write_empty_chunks``), so every chunk of the grid
+exists on disk and :func:`~ltemfactory.dataset.checking.check` can tell a missing file from an
+all-zero one.
 
 Atomicity: the store is built under ``<name>.tmp-<host>-<pid>`` next to ``out`` and renamed when
 complete (a previous store under ``out`` is replaced only then). The consolidated metadata is
@@ -22,6 +26,11 @@ current directory, else ``"unknown"``), ``git_dirty``, ``inputs`` (paths, offset
 ``inputs_sha256`` (paths and their ``state_id`` arrays), ``seed``, ``split_fractions``,
 ``created_utc`` and ``fingerprint`` (:func:`fingerprint`, content only — identical for two
 assemblies of the same inputs, whatever the Dask scheduler).
+
+Dask: ``scheduler`` may be a ``dask.distributed.Client`` of a remote cluster
+(:func:`ltemfactory.dask_cluster.dask_client`), so the tasks get absolute paths: workers with
+another working directory read and write the same files (the provenance keeps the paths as
+given).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -39,7 +49,7 @@ import numpy as np
 
 from ltemfactory import __version__
 from ltemfactory.dataset.fingerprinting import fingerprint
-from ltemfactory.dataset.inputs import _collect_1d, _read_inputs
+from ltemfactory.dataset.inputs import _collect_1d, _open_input, _read_inputs
 from ltemfactory.dataset.labelling import LabelFn, _default_label_fn, _label_batch, _merge_tables
 from ltemfactory.dataset.layout import (
     _RENDER_REPLACED,
@@ -60,6 +70,71 @@ from ltemfactory.dataset.writing import (
 from ltemfactory.stores import atomic_store
 
 log = logging.getLogger(__name__)
+
+Region = tuple[int, int]
+"""A write region along the sample axis: ``(start, stop)``, stop exclusive."""
+
+
+def plan_shard_writes(sizes: Sequence[int]) -> tuple[int, list[list[Region]]]:
+    """Shard length and write regions along the sample axis for batches of ``sizes``.
+
+    The batches are laid out one after another; ``regions[b]`` lists the ``(start, stop)``
+    regions that batch ``b``'s writer tasks write, one task per region, each region one whole
+    shard (or the array's partial last shard). Verified by :func:`verify_shard_writes`.
+    """
+    sizes = [int(n) for n in sizes]
+    if not sizes or min(sizes) < 0:
+        raise ValueError(f"plan_shard_writes: expected non-negative batch sizes, got {sizes}")
+    shard = _shard_size(sizes)
+    regions: list[list[Region]] = []
+    start = 0
+    for n in sizes:
+        batch: list[Region] = []
+        for length in _block_chunks(n, shard) if n else ():
+            batch.append((start, start + length))
+            start += length
+        regions.append(batch)
+    verify_shard_writes(sizes, shard, regions)
+    return shard, regions
+
+
+def verify_shard_writes(sizes: Sequence[int], shard: int, regions: Sequence[Sequence[Region]]):
+    """Raise ``ValueError`` unless ``regions`` give exactly one writer per shard.
+
+    Checks: ``shard >= 1``; the regions of batch ``b`` cover exactly its range of the array;
+    together they are disjoint and cover ``[0, sum(sizes))``; taken in order, each is one whole
+    shard or the array's partial last shard (so each starts on a shard boundary). Two regions
+    that share a shard would race: Zarr rewrites a whole shard file on every partial write, so
+    the last writer silently drops the other's inner chunks.
+    """
+    sizes = [int(n) for n in sizes]
+    total = sum(sizes)
+    if shard < 1:
+        raise ValueError(f"shard length {shard}: expected >= 1")
+    if len(regions) != len(sizes):
+        raise ValueError(f"{len(regions)} region lists for {len(sizes)} batches")
+    offset = 0
+    flat: list[tuple[int, int, int]] = []
+    for b, (n, batch) in enumerate(zip(sizes, regions, strict=True)):
+        covered = 0
+        for a, z in batch:
+            flat.append((a, z, b))
+            if not offset <= a < z <= offset + n:
+                raise ValueError(f"batch {b}: region [{a}, {z}) outside [{offset}, {offset + n})")
+            covered += z - a
+        if covered != n:
+            raise ValueError(f"batch {b}: regions cover {covered} of its {n} samples")
+        offset += n
+    expect = 0
+    for a, z, b in sorted(flat):
+        if a != expect:
+            what = "overlaps" if a < expect else "leaves a gap before"
+            raise ValueError(f"batch {b}: region [{a}, {z}) {what} sample {expect}")
+        if z - a != shard and not (z == total and z - a < shard):
+            raise ValueError(f"batch {b}: region [{a}, {z}) is not one whole shard of {shard}")
+        expect = z
+    if expect != total:
+        raise ValueError(f"regions end at {expect}, expected {total}")
 
 
 def _git_info() -> tuple[str, bool | None]:
@@ -121,8 +196,13 @@ def assemble(
     inputs, (_, ny, nx) = _read_inputs(batches)
     n_img = sum(b.n_images for b in inputs)
     n_state = sum(b.n_states for b in inputs)
-    img_shard = _shard_size([b.n_images for b in inputs])
-    state_shard = _shard_size([b.n_states for b in inputs])
+    for b in inputs:  # the Dask tasks may run on workers with another working directory
+        if not os.path.isabs(b.relax):
+            b.relax_group = _open_input(os.path.abspath(b.relax))
+        if not os.path.isabs(b.render):
+            b.render_group = _open_input(os.path.abspath(b.render))
+    img_shard, img_regions = plan_shard_writes([b.n_images for b in inputs])
+    state_shard, state_regions = plan_shard_writes([b.n_states for b in inputs])
     has_clean = all("clean_image" in b.render_group for b in inputs)
 
     state_1d = _collect_1d(inputs, "state")
@@ -139,7 +219,7 @@ def assemble(
     commit, dirty = _git_info()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_store(out) as root:
+    with atomic_store(out.absolute()) as root:
         tmp = Path(root.store.root)
         targets = {}
         for name, (src, units, desc) in IMAGE_FIELDS.items():
@@ -187,7 +267,8 @@ def assemble(
 
         sources, dests, regions, label_tasks = [], [], [], []
         for b in inputs:
-            ichunks = (_block_chunks(b.n_images, img_shard), (ny,), (nx,))
+            # one Dask chunk per planned region: each store task writes one whole shard
+            ichunks = (tuple(z - a for a, z in img_regions[b.index]), (ny,), (nx,))
             iregion = (slice(b.image_offset, b.image_offset + b.n_images),)
             for src, arr in targets.values():
                 zsrc = b.render_group[src]
@@ -195,14 +276,20 @@ def assemble(
                 dests.append(_writable(arr))
                 regions.append(iregion)
             b_nz = b.relax_group["m"].shape[2]  # layers may differ between batches
-            schunks = (_block_chunks(b.n_states, state_shard), (3,), (b_nz,), (ny,), (nx,))
+            schunks = (tuple(z - a for a, z in state_regions[b.index]), (3,), (b_nz,), (ny,), (nx,))
             m = da.from_zarr(b.relax_group["m"], chunks=schunks)
             sources.append(m.mean(axis=2, dtype=np.float64).astype(np.float32))
             dests.append(_writable(mag_arr))
             regions.append((slice(b.state_offset, b.state_offset + b.n_states),))
+            # the batch's whole image range: its shards only (plan verified above)
             label_tasks.append(
                 dask.delayed(_label_batch, pure=False)(
-                    label_fn, b.relax, b.render, _writable(labels_arr), b.image_offset, b.n_images
+                    label_fn,
+                    os.path.abspath(b.relax),
+                    os.path.abspath(b.render),
+                    _writable(labels_arr),
+                    b.image_offset,
+                    b.n_images,
                 )
             )
         stored = da.store(sources, dests, regions=regions, lock=False, compute=False)

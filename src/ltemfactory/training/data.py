@@ -397,20 +397,6 @@ class SkyrmionDataModule(pl.LightningDataModule):
                 batch_size=self.batch_size,
                 num_workers=self.num_workers,
             )
-            rank, world = distributed_rank()
-            slots = world * max(self.num_workers, 1)
-            total = self.train_dataset.samples_per_slot(slots) * slots
-            if total != self.samples_per_epoch:
-                log.info(
-                    "rank %d: %d training samples per epoch instead of %d (full batches of %d "
-                    "for each of %d rank(s) x %d worker(s))",
-                    rank,
-                    total,
-                    self.samples_per_epoch,
-                    self.batch_size,
-                    world,
-                    max(self.num_workers, 1),
-                )
         if stage in (None, "fit", "validate") and self.val_dataset is None:
             self.val_dataset = self._eval("val")
         if stage == "test" and self.test_dataset is None:
@@ -434,12 +420,30 @@ class SkyrmionDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> EpochDataLoader:
         if self.train_dataset is None:
             self.setup("fit")
+        self._log_epoch_size()
         return EpochDataLoader(
             self.train_dataset,
             epoch_fn=self._current_epoch,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
         )
+
+    def _log_epoch_size(self) -> None:
+        """Say when the epoch is not ``samples_per_epoch`` long. Called when the trainer asks for
+        the loader, so that under DDP the process group (world size) is known."""
+        rank, world = distributed_rank()
+        slots = world * max(self.num_workers, 1)
+        total = self.train_dataset.samples_per_slot(slots) * slots
+        if total != self.samples_per_epoch and rank == 0:
+            log.info(
+                "%d training samples per epoch instead of %d (full batches of %d for each of "
+                "%d rank(s) x %d worker(s))",
+                total,
+                self.samples_per_epoch,
+                self.batch_size,
+                world,
+                max(self.num_workers, 1),
+            )
 
     def _eval_loader(self, ds: EvalDataset) -> DataLoader:
         return DataLoader(

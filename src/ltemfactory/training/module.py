@@ -7,7 +7,12 @@ functions inference uses (:mod:`ltemfactory.training.predictor`) and logs the me
 :func:`ltemfactory.metrics.match_dataset` per epoch as ``val/<name>_<IoU×100>`` (e.g.
 ``val/f1_50``, ``val/ap_70``), plus ``val/f1`` (= ``val/f1_50``, the monitored metric). For the
 instance formulation it also logs ``val/baseline_f1_50``: the same foreground map decoded by
-connected components, the ablation of the earlier binary approach.
+connected components, the ablation of the earlier binary approach. ``val/loss`` is the mean of
+the per-image losses and ``val/n_images`` the number of val images scored.
+
+Under DDP every rank validates its share of the split (Lightning's ``DistributedSampler`` pads
+the shares with repeated images); the per-image results are gathered, de-duplicated by store
+index and scored on every rank, so the logged values equal a single-process validation.
 
 Batches are dicts: ``image`` (N, 1, row, col) normalised; targets ``foreground``,
 ``distance``, ``boundary`` (N, 1, row, col); ``labels`` (N, row, col) int; for val/test also
@@ -124,7 +129,8 @@ class SkyrmionSegmenter(pl.LightningModule):
         self.hparams.decode = decode_params(decode)
         self.hparams.normalisation = dict(normalisation or {})
         self.hparams.metadata = dict(metadata or {})
-        self._val_outputs: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, float]] = []
+        # (store index, true labels, predicted labels, baseline labels, pixel size, loss)
+        self._val_outputs: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, float, float]] = []
 
     # ------------------------------------------------------------------ forward and loss
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +188,13 @@ class SkyrmionSegmenter(pl.LightningModule):
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         logits = self._predict_logits(batch["image"])
         n = batch["image"].shape[0]
-        self.log("val/loss", self.losses(logits, batch)["loss"], batch_size=n, sync_dist=True)
+        # Per image, so that val/loss is the mean over the split's images whatever the batches
+        # and ranks (a DistributedSampler pads ranks with repeated images; see _gathered).
+        tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        loss = []
+        for i in range(n):
+            one = {k: v[i : i + 1] for k, v in tensors.items()}
+            loss.append(float(self.losses(logits[i : i + 1], one)["loss"]))
         maps = maps_from_logits(logits, self.hparams.formulation)
         pred = decode_maps(maps, self.hparams.formulation, self.hparams.decode)
         base = decode_binary_baseline(maps["foreground"], self.hparams.decode["fg_threshold"])
@@ -190,7 +202,9 @@ class SkyrmionSegmenter(pl.LightningModule):
         px = batch["pixel_size_nm"].cpu().numpy()
         idx = batch["index"].cpu().numpy()
         for i in range(n):
-            self._val_outputs.append((int(idx[i]), true[i], pred[i], base[i], float(px[i])))
+            self._val_outputs.append(
+                (int(idx[i]), true[i], pred[i], base[i], float(px[i]), loss[i])
+            )
 
     def on_validation_epoch_start(self) -> None:
         self._val_outputs = []
@@ -200,14 +214,17 @@ class SkyrmionSegmenter(pl.LightningModule):
         self._val_outputs = []
         if not outputs:
             return
-        _, true, pred, base, px = zip(*outputs, strict=True)
+        _, true, pred, base, px, loss = zip(*outputs, strict=True)
         logs = metric_logs(match_dataset(true, pred, pixel_size_nm=px), "val")
+        logs["val/loss"] = float(np.mean(loss))
+        logs["val/n_images"] = float(len(outputs))
         if self.hparams.formulation == "instance":
             b = match_dataset(true, base, 0.5, pixel_size_nm=px)
             logs["val/baseline_f1_50"] = float(b["f1@0.5"])
-        # Identical on every rank (gathered), so no further reduction is needed.
+        # Identical on every rank (computed from the gathered outputs): the max over ranks is
+        # the value itself (exact, unlike a mean), and the sync keeps Lightning from warning.
         finite = {k: v for k, v in logs.items() if math.isfinite(v)}
-        self.log_dict(finite, sync_dist=False, rank_zero_only=False)
+        self.log_dict(finite, sync_dist=True, reduce_fx="max")
 
     def _gathered(self, outputs: list) -> list:
         """All ranks' validation outputs, one per image index, sorted (DDP-safe)."""

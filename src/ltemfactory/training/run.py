@@ -6,6 +6,11 @@ directory (outside the Snakemake output, which Snakemake deletes before a rerun)
 (the ``seed`` and ``train`` config sections and the dataset fingerprint). A rerun with the same
 digest continues from ``last.ckpt`` in the same MLflow run; a different digest starts afresh.
 
+Data-parallel training (``train.strategy: ddp``, ``devices: N``): Lightning re-runs the command
+once for each extra rank, so :func:`train` runs in every process; rank 0 alone decides about
+resuming (the other ranks read its decision), talks to MLflow and exports the model. ``last.ckpt``
+is written at the end of every epoch.
+
 The exported model directory holds ``model.pt`` (:class:`~ltemfactory.training.predictor.
 Predictor`, loadable with ``weights_only=True``), ``best.ckpt`` (the Lightning checkpoint) and
 ``train_summary.json`` (run id, model URI, best validation metrics, timing).
@@ -31,6 +36,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from ltemfactory.errors import InputError
 from ltemfactory.files import atomic_path, write_json
 from ltemfactory.training.augment import AugmentConfig
+from ltemfactory.training.calibration import tune_predictor_on_split
 from ltemfactory.training.data import SkyrmionDataModule, open_dataset_store
 from ltemfactory.training.module import SkyrmionSegmenter, load_checkpoint
 from ltemfactory.training.normalisation import NORMALISATION
@@ -38,6 +44,7 @@ from ltemfactory.training.predictor import FORMULATIONS
 from ltemfactory.training.tracking import (
     TrackingConfig,
     lightning_logger,
+    log_metrics,
     log_model,
     log_run_context,
     setup_tracking,
@@ -79,17 +86,27 @@ def _fingerprint(store: Path) -> str:
     return str(fp)
 
 
-def _resume_state(checkpoints: Path, digest: str) -> tuple[Path | None, str | None]:
-    """(last checkpoint, MLflow run id) to resume from, or (None, None) to start afresh."""
+def _resume_state(
+    checkpoints: Path, digest: str, *, clean: bool = True
+) -> tuple[Path | None, str | None]:
+    """(last checkpoint, MLflow run id) to resume from, or (None, None) to start afresh.
+
+    Starting afresh deletes ``checkpoints`` when ``clean``. DDP ranks other than 0 pass
+    ``clean=False``: Lightning starts them from inside rank 0's ``fit``, after rank 0 made the
+    decision (and wrote ``resume.json``), so they read the same decision and must not delete
+    what rank 0 wrote.
+    """
     state_file = checkpoints / "resume.json"
     last = checkpoints / "last.ckpt"
     if state_file.is_file() and last.is_file():
         state = json.loads(state_file.read_text())
         if state.get("digest") == digest:
-            log.info("resuming from %s (MLflow run %s)", last, state.get("run_id"))
+            if clean:
+                log.info("resuming from %s (MLflow run %s)", last, state.get("run_id"))
             return last, state.get("run_id")
-        log.warning("%s: config or dataset changed since the checkpoint; starting afresh", last)
-    if checkpoints.exists():
+        if clean:
+            log.warning("%s: config or dataset changed since the checkpoint; starting afresh", last)
+    if clean and checkpoints.exists():
         shutil.rmtree(checkpoints)
     return None, None
 
@@ -118,7 +135,9 @@ def train(
     dataset, out_dir, checkpoints = Path(dataset), Path(out_dir), Path(checkpoint_dir)
     fingerprint = _fingerprint(dataset)
     digest = training_digest(config, fingerprint)
-    resume_ckpt, run_id = _resume_state(checkpoints, digest)
+    # With strategy ddp, Lightning re-runs the command (so this function) once per extra rank.
+    rank_zero = rank_zero_only.rank == 0
+    resume_ckpt, run_id = _resume_state(checkpoints, digest, clean=rank_zero)
     checkpoints.mkdir(parents=True, exist_ok=True)
 
     seed = (int(config["seed"]) ^ TRAIN_SEED_SALT) & 0xFFFFFFFF
@@ -153,7 +172,7 @@ def train(
 
     tracking = TrackingConfig.from_dict(t["tracking"])
     logger = None
-    if rank_zero_only.rank == 0:  # DDP re-runs this function in every rank's process
+    if rank_zero:  # only rank 0 talks to MLflow
         setup_tracking(tracking)
         logger = lightning_logger(run_id, tracking)
         run_id = logger.run_id
@@ -174,10 +193,21 @@ def train(
         filename="best",
         monitor="val/f1",
         mode="max",
-        save_last=True,
         save_top_k=1,
         enable_version_counter=False,
     )
+    # last.ckpt after every epoch (what a rerun resumes from). Not save_last=True of best_cb:
+    # Lightning (2.x) then writes last.ckpt only when a new best was saved in the same step.
+    last_cb = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="last",
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    callbacks: list[pl.Callback] = [best_cb, last_cb]
+    if logger is not None:  # the LR monitor needs a logger (rank 0 only); it does no collectives
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=t["devices"],
@@ -186,7 +216,7 @@ def train(
         max_epochs=t["max_epochs"],
         max_time={"minutes": t["max_time_min"]} if t.get("max_time_min") else None,
         check_val_every_n_epoch=t["check_val_every_n_epoch"],
-        callbacks=[best_cb, LearningRateMonitor(logging_interval="epoch")],
+        callbacks=callbacks,
         logger=logger if logger is not None else False,
         log_every_n_steps=t["log_every_n_steps"],
         enable_progress_bar=False,
@@ -204,6 +234,13 @@ def train(
     best = load_checkpoint(best_path)
     predictor = best.predictor()
     predictor.metadata.update({"run_id": run_id, "digest": digest})
+    tuned = {}
+    if t["tune_decoder"]:
+        predictor.decode, tuned_f1, default_f1 = tune_predictor_on_split(predictor, dataset, "val")
+        tuned = {"val/f1_50_tuned_decoder": tuned_f1, "val/f1_50_config_decoder": default_f1}
+        log_metrics(
+            {**tuned, **{f"decode/{k}": v for k, v in predictor.decode.items()}}, run_id=run_id
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor.save(out_dir / "model.pt")
     with atomic_path(out_dir / "best.ckpt") as tmp:
@@ -219,7 +256,8 @@ def train(
         registered_model=tracking.registered_model,
         checkpoint=out_dir / "best.ckpt",
     )
-    samples = trainer.global_step * t["batch_size"] * trainer.world_size
+    epochs, global_step, best_score = _fit_state(trainer, best_cb, checkpoints / "last.ckpt")
+    samples = global_step * t["batch_size"] * trainer.world_size
     summary = {
         "run_id": run_id,
         "model_uri": model_uri,
@@ -228,20 +266,36 @@ def train(
         "digest": digest,
         "formulation": formulation,
         "best_checkpoint": str(best_path),
-        "best_val_f1": _float(best_cb.best_model_score),
+        "best_val_f1": _float(best_score),
         "last_val_metrics": {
             k: _float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
         },
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
+        "epochs": epochs,
+        "global_step": global_step,
         "precision": precision,
         "devices": trainer.num_devices,
         "wall_s": wall_s,
         "train_images_per_s": samples / wall_s if wall_s > 0 else None,
         "train_diameter_px": dm.train_diameter_px,
+        "decode": predictor.decode,
+        "decoder_tuning": tuned,
     }
     write_json(out_dir / "train_summary.json", summary)
     return summary
+
+
+def _fit_state(trainer: pl.Trainer, best_cb: ModelCheckpoint, last: Path) -> tuple[int, int, Any]:
+    """(epochs, optimiser steps, best monitored score) of the finished fit.
+
+    With ``ddp_spawn`` the fit ran in spawned processes and this process's trainer keeps its
+    initial counters (Lightning sends back the weights, metrics and best path only), so they
+    are read from the last checkpoint, which is written at the end of every epoch.
+    """
+    if trainer.global_step > 0 or not last.is_file():
+        return trainer.current_epoch, trainer.global_step, best_cb.best_model_score
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    best = ckpt.get("callbacks", {}).get(best_cb.state_key, {}).get("best_model_score")
+    return int(ckpt["epoch"]) + 1, int(ckpt["global_step"]), best
 
 
 def _float(x: Any) -> float | None:

@@ -188,6 +188,8 @@ def setup_tracking(cfg: TrackingConfig) -> str:
     The experiment is created on first use, with ``cfg.artifact_location`` for database
     backends; an existing experiment keeps the location it was created with (logged when it
     differs). Concurrent training jobs may race to create it; the loser uses the winner's.
+    A tracking server that refuses the login (HTTP 401/403) raises InputError: its user and
+    password come from ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -196,7 +198,16 @@ def setup_tracking(cfg: TrackingConfig) -> str:
     mlflow.set_tracking_uri(uri)
     location = None if cfg.remote else resolve_artifact_location(cfg.artifact_location)
     client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
+    try:
+        exp = client.get_experiment_by_name(cfg.experiment)
+    except MlflowException as exc:
+        if exc.get_http_status_code() not in (401, 403):
+            raise
+        raise InputError(
+            f"tracking.tracking_uri: {uri} refused access (HTTP {exc.get_http_status_code()}); "
+            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment to a "
+            "user of that server (the config never holds credentials)"
+        ) from None
     if exp is None:
         try:
             exp_id = client.create_experiment(cfg.experiment, artifact_location=location)
