@@ -1,6 +1,6 @@
 # ltemfactory developer targets. Quick start: `make demo`, `make test`.
 #
-#   make venv       .venv with Python >= 3.11 and the project installed (-e '.[dev,ui,dm]')
+#   make venv       .venv with Python >= 3.11 and the project installed (-e '.[dev,ui,dm,slurm]')
 #                   with the exact versions in constraints.txt; reinstalls only when
 #                   pyproject.toml or constraints.txt change (stamp file .venv/.installed)
 #   make demo       run the workflow on configs/config.yaml with the local profile

@@ -78,7 +78,7 @@ def _cmd_export_ovf(args: argparse.Namespace) -> int:
     from ltemfactory.stores import open_store
 
     group = open_store(args.store)
-    ids = list(np.asarray(group["state_id"][:]))
+    ids = [int(i) for i in np.asarray(group["state_id"][:])]
     if args.state not in ids:
         raise InputError(f"{args.store}: no state {args.state} (states: {ids})")
     i = ids.index(args.state)

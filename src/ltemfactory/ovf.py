@@ -305,6 +305,19 @@ def _is_float(token: str) -> bool:
     return True
 
 
+def _read_file(path: Path) -> bytes:
+    """The bytes of ``path``; a missing file raises FileNotFoundError (as documented), any
+    other failure to read it (a directory, no permission, an I/O error) InputError."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an OVF file")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+
+
 def read_ovf(path: str | os.PathLike[str]) -> OvfField:
     """Read an OVF 1.0 or 2.0 file with a rectangular mesh.
 
@@ -315,14 +328,14 @@ def read_ovf(path: str | os.PathLike[str]) -> OvfField:
     0. Header labels are case-insensitive; ``##`` comments are ignored.
 
     Raises:
-        InputError: the file is not OVF, uses an unsupported variant (irregular mesh, valuedim
-            other than 3, unknown data format), lacks a header record, has a wrong binary check
-            value, too few or too many values, or non-finite values. The message starts with
-            the path.
+        InputError: the file cannot be read (a directory, no permission), is not OVF, uses an
+            unsupported variant (irregular mesh, valuedim other than 3, unknown data format),
+            lacks a header record, has a wrong binary check value, too few or too many values,
+            or non-finite values. The message starts with the path.
         FileNotFoundError: the file does not exist.
     """
     path = Path(path)
-    raw = path.read_bytes()
+    raw = _read_file(path)
     version, records, desc, representation, offset = _parse_header(path, raw)
 
     meshtype = _require(path, records, "meshtype").lower()
@@ -597,6 +610,14 @@ def read_magnetization(
             raise
         except (ValueError, OSError, EOFError) as exc:
             raise InputError(f"{path}: not a readable .npy file: {exc}") from None
+        if not isinstance(loaded, np.ndarray):  # an .npz archive under a .npy name
+            close = getattr(loaded, "close", None)
+            if close is not None:
+                close()
+            raise InputError(
+                f"{path}: expected one array in an .npy file, got {type(loaded).__name__} "
+                "(an .npz archive? save the magnetisation with numpy.save)"
+            )
         m = _npy_to_m(path, loaded)
         unit, multiplier, cell = "", 1.0, None
     else:

@@ -31,6 +31,9 @@ from ltemfactory.render import optics_setup
 
 log = logging.getLogger(__name__)
 
+MIN_CELLS = 2
+"""Fewest cells per in-plane side of a simulated state (the TIE gradients need two)."""
+
 
 @dataclass(frozen=True)
 class Imaging:
@@ -65,7 +68,12 @@ def load_state(
     _positive("cell_size_nm", cell_size_nm)
     _positive("thickness_nm", thickness_nm)
     m, cell = read_magnetization(path)
-    nz = m.shape[1]
+    nz, ny, nx = m.shape[1:]
+    if min(ny, nx) < MIN_CELLS:
+        raise InputError(
+            f"{path}: the magnetisation has {ny} x {nx} cells in-plane (rows x cols); the LTEM "
+            f"simulation needs at least {MIN_CELLS} x {MIN_CELLS}"
+        )
     if cell is None and (cell_size_nm is None or thickness_nm is None):
         raise InputError(f"{path}: .npy input needs --cell-size-nm and --thickness-nm")
     dx = cell_size_nm * 1e-9 if cell_size_nm is not None else cell[0]
@@ -105,6 +113,9 @@ def simulate_file(
     _positive("dose_e_per_px", imaging.dose_e_per_px)
     if not math.isfinite(imaging.defocus_mm) or imaging.defocus_mm == 0:
         raise InputError(f"defocus_mm: expected a non-zero defocus, got {imaging.defocus_mm!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"out_dir {out_dir}: exists and is not a directory")
     m, Ms, cell = load_state(path, cell_size_nm, thickness_nm, Ms_A_per_m)
     m, Ms = m.float(), Ms.float()
     microscope, tilt = optics_setup(asdict(imaging))
@@ -121,7 +132,6 @@ def simulate_file(
     tie = tie_from_series(
         series.intensity.double(), tie_df, microscope.wavelength_m, image.pixel_size_m
     )
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(path).stem
     files = {

@@ -22,6 +22,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from ltemfactory.errors import InputError
+
 log = logging.getLogger(__name__)
 
 COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
@@ -134,12 +136,90 @@ def write_variable(group: zarr.Group, name: str, var: Variable) -> zarr.Array:
     return arr
 
 
-def open_store(path: str | Path) -> zarr.Group:
-    """Open a finished store read-only (consolidated metadata), with a clear error if absent."""
-    path = Path(path)
-    if not path.is_dir():
-        from ltemfactory.errors import InputError
+class MissingArrayError(InputError, KeyError):
+    """A store lacks a requested array or group: an :class:`InputError` naming the store (and a
+    ``KeyError``, for callers that probe with ``try: group[name] except KeyError``)."""
 
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+_CALLER_ERRORS = (IndexError, TypeError, KeyError, NotImplementedError)
+"""Exceptions of a read that come from the selection, not from the data on disk."""
+
+
+class CheckedArray(zarr.Array):
+    """An array of a store opened by :func:`open_store`: a read whose chunk data cannot be
+    decoded (a truncated or corrupt chunk file) raises :class:`InputError` naming the store,
+    the array and the selection instead of the codec's own exception."""
+
+    def __init__(self, array: zarr.Array, where: str) -> None:
+        super().__init__(array._async_array)
+        self._where = where
+
+    def __getitem__(self, selection: Any) -> Any:
+        try:
+            return super().__getitem__(selection)
+        except _CALLER_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - codecs raise many types on corrupt data
+            raise InputError(
+                f"{self._where}: cannot read [{selection!r}] ({type(exc).__name__}: {exc}); a "
+                "truncated or corrupt chunk file: rerun the stage that wrote the store"
+            ) from exc
+
+
+class CheckedGroup(zarr.Group):
+    """A group of a store opened by :func:`open_store`: a missing member raises
+    :class:`MissingArrayError` (naming the store, its stage and what it holds) and its arrays
+    are :class:`CheckedArray`."""
+
+    def __init__(self, group: zarr.Group, where: str) -> None:
+        super().__init__(group._async_group)
+        object.__setattr__(self, "_where", where)  # zarr.Group is a frozen dataclass
+
+    def __getitem__(self, path: str) -> Any:
+        try:
+            obj = super().__getitem__(path)
+        except KeyError:
+            stage = self.attrs.get("stage")
+            kind = f"a {stage!r} store" if stage else "this group"
+            names = sorted(self.array_keys())
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise MissingArrayError(
+                f"{self._where}: no array {path!r} ({kind} holds: {shown or 'nothing'})"
+            ) from None
+        if isinstance(obj, zarr.Array):
+            return CheckedArray(obj, f"{self._where}/{path}")
+        if isinstance(obj, zarr.Group):
+            return CheckedGroup(obj, f"{self._where}/{path}")
+        return obj  # pragma: no cover - zarr returns arrays and groups only
+
+
+def open_store(path: str | Path) -> zarr.Group:
+    """Open a finished store read-only (consolidated metadata).
+
+    Every problem is an :class:`InputError` naming the store: no such path, a file instead of
+    a directory, no ``zarr.json`` (not a store, or an interrupted write), unreadable metadata;
+    later, a missing array (:class:`MissingArrayError`) or an undecodable chunk (see
+    :class:`CheckedArray`). Chunk files that are missing altogether read as the fill value, as
+    in zarr; ``ltemfactory dataset check`` finds those in a dataset store.
+    """
+    path = Path(path)
+    if not path.exists():
         raise InputError(f"{path}: no such Zarr store")
-    with quiet_consolidated():
-        return zarr.open_group(str(path), mode="r", use_consolidated=True)
+    if not path.is_dir():
+        raise InputError(f"{path}: not a Zarr store (a file; a store is a directory)")
+    if not (path / "zarr.json").is_file():
+        raise InputError(
+            f"{path}: not a Zarr store (no zarr.json): a wrong path, or a store whose writing "
+            "was interrupted"
+        )
+    try:
+        with quiet_consolidated():
+            group = zarr.open_group(str(path), mode="r", use_consolidated=True)
+    except Exception as exc:  # noqa: BLE001 - zarr/json raise many types on bad metadata
+        raise InputError(
+            f"{path}: unreadable Zarr store metadata ({type(exc).__name__}: {exc})"
+        ) from None
+    return CheckedGroup(group, str(path))

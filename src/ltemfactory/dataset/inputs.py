@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ import zarr
 
 from ltemfactory.dataset.layout import _is_str
 from ltemfactory.errors import InputError
-from ltemfactory.stores import quiet_consolidated
+from ltemfactory.stores import open_store
 
 
 @dataclasses.dataclass
@@ -38,13 +37,9 @@ class _Batch:
 
 
 def _open_input(path: str) -> zarr.Group:
-    if not Path(path).is_dir():
-        raise InputError(f"{path}: no such Zarr store")
-    try:
-        with quiet_consolidated():
-            return zarr.open_group(path, mode="r", use_consolidated=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to open is an input problem
-        raise InputError(f"{path}: cannot open Zarr store: {exc}") from None
+    """The store, opened so that a corrupt chunk is an InputError naming it (not a codec
+    traceback from inside a Dask task)."""
+    return open_store(path)
 
 
 def _one_d(group: zarr.Group, dim: str, n: int) -> dict[str, zarr.Array]:

@@ -3,8 +3,9 @@
 Whatever the format, the result is an :class:`LtemImage`: one 2-D float32 frame (row, col) and the
 pixel size [nm] when the file records a physical calibration. Bad input (missing, unreadable or
 corrupt file, unknown extension, data that is not one finite real 2-D image of at least
-:data:`MIN_SIZE_PX` pixels per side) raises :class:`~ltemfactory.errors.InputError` naming the
-file and what was expected.
+:data:`MIN_SIZE_PX` pixels per side, a TIFF header announcing frames above
+:data:`MAX_FRAME_PIXELS`) raises :class:`~ltemfactory.errors.InputError` naming the file and what
+was expected.
 
 Calibration sources, in order:
 
@@ -37,6 +38,7 @@ import numpy as np
 from ltemfactory.errors import InputError
 
 __all__ = [
+    "MAX_FRAME_PIXELS",
     "MAX_TAG_PIXEL_NM",
     "MIN_SIZE_PX",
     "SUFFIXES",
@@ -49,6 +51,10 @@ _log = logging.getLogger(__name__)
 
 MIN_SIZE_PX = 32
 """Smallest accepted image side [px]: below it no skyrmion lattice can be measured."""
+
+MAX_FRAME_PIXELS = 1 << 28
+"""Largest accepted frame [px] (268 M, e.g. 16384 x 16384): a larger size read from a TIFF header
+is a corrupt header (refused before decoding, which would allocate gigabytes)."""
 
 MAX_TAG_PIXEL_NM = 1.0e4
 """Largest pixel size [nm] believed from inch/cm TIFF resolution tags (10 µm per pixel)."""
@@ -198,6 +204,22 @@ def _tiff_calibration(tif: Any, path: Path) -> tuple[float | None, dict[str, Any
     return None, meta
 
 
+def _check_tiff_size(series: Any, path: Path) -> None:
+    """Refuse frames larger than :data:`MAX_FRAME_PIXELS` before decoding them."""
+    shape = tuple(int(n) for n in series.shape)
+    axes = str(series.axes)
+    if "Y" in axes and "X" in axes:
+        frame = shape[axes.index("Y")] * shape[axes.index("X")]
+    else:
+        frame = math.prod(shape[-2:])
+    if frame > MAX_FRAME_PIXELS:
+        raise InputError(
+            f"{path}: the TIFF header gives frames of {frame} px (shape {shape}, axes {axes}), "
+            f"more than the {MAX_FRAME_PIXELS} px accepted: a corrupt header or an image too "
+            "large to process"
+        )
+
+
 def _read_tiff(path: Path) -> _Raw:
     import tifffile
 
@@ -206,6 +228,7 @@ def _read_tiff(path: Path) -> _Raw:
             raise InputError(f"{path}: TIFF holds no image")
         series = tif.series[0]
         axes = series.axes
+        _check_tiff_size(series, path)
         data = series.asarray()
         px, meta = _tiff_calibration(tif, path)
     meta["axes"] = axes
@@ -363,6 +386,8 @@ def read_image(
         raise InputError(
             f"{path}: unknown image type {path.suffix!r}; expected one of {sorted(SUFFIXES)}"
         )
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an image file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     override = _check_pixel_size(pixel_size_nm, path)

@@ -1,0 +1,1 @@
+"""Minutes-long integration tests (pytest -m integration): the SLURM cluster run."""
