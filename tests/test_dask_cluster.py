@@ -12,8 +12,10 @@ import random
 import shutil
 from pathlib import Path
 
+import cloudpickle
 import numpy as np
 import pytest
+import test_dataset
 import yaml
 import zarr
 from distributed import Client, LocalCluster, get_task_stream
@@ -234,32 +236,11 @@ def test_check_flags_lost_update_of_two_unaligned_writers(threaded, tmp_path):
 
 
 def _light_label_fn():
-    """Stand-in labeller (connected m_z < 0 regions of the untilted state), made in a closure so
-    that Dask ships it by value: worker processes then need not import torch for the real one
-    (seconds per process on 2 cores). The real labeller on processes: see the report/bench."""
-
-    def label(relax, render):
-        import numpy as np
-        from scipy import ndimage
-
-        from ltemfactory.stores import open_store
-
-        r, q = open_store(relax), open_store(render)
-        mz = np.asarray(r["m"][:, 2]).mean(axis=1)
-        ids = list(np.asarray(r["state_id"][:]))
-        px = np.asarray(q["pixel_size_nm"][:])
-        labels, cols = [], {"image_index": [], "instance_id": [], "area_nm2": []}
-        for i, sid in enumerate(np.asarray(q["state_id"][:])):
-            lab, k = ndimage.label(mz[ids.index(sid)] < 0)
-            labels.append(lab.astype(np.int32))
-            counts = np.bincount(lab.ravel(), minlength=k + 1)
-            for j in range(1, k + 1):
-                cols["image_index"].append(i)
-                cols["instance_id"].append(j)
-                cols["area_nm2"].append(counts[j] * px[i] ** 2)
-        return np.stack(labels), {k: np.asarray(v) for k, v in cols.items()}
-
-    return label
+    """The stand-in labeller of the dataset tests (connected m_z < 0 regions of the untilted
+    state), registered for pickling by value so that worker processes need neither import torch
+    for the real labeller (seconds per process on 2 cores) nor find the test module."""
+    cloudpickle.register_pickle_by_value(test_dataset)
+    return test_dataset.simple_label_fn
 
 
 def test_local_cluster_of_processes_same_fingerprint(inputs, tmp_path, monkeypatch):
