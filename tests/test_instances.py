@@ -17,6 +17,7 @@ from ltemfactory.errors import InputError
 from ltemfactory.instances import (
     decode_binary_baseline,
     decode_instances,
+    drop_undersized_instances,
     encode_targets,
     relabel_raster,
 )
@@ -371,3 +372,24 @@ def test_input_errors():
         decode_instances(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 4, 4)))
     with pytest.raises(InputError):
         decode_binary_baseline(np.zeros(4))
+
+
+# ---------------------------------------------------------------------------- size filter
+def test_drop_undersized_instances_keeps_large_and_border_cut_ones():
+    r, c = np.indices((40, 40))
+    lab = np.zeros((40, 40), np.int32)
+    lab[(r - 10) ** 2 + (c - 10) ** 2 <= 36] = 7  # disk of radius 6: diameter ~12 px
+    lab[(r - 30) ** 2 + (c - 30) ** 2 <= 4] = 3  # radius 2: diameter ~4.5 px
+    lab[0:2, 20:23] = 9  # 6 px cut by the border: diameter ~2.8 px, kept
+    out = drop_undersized_instances(lab, 8.0)
+    assert out.dtype == np.int32 and out.max() == 2
+    np.testing.assert_array_equal(out > 0, (lab == 7) | (lab == 9))
+    # diameter exactly at the limit stays: a 2x2 square has d = 2·sqrt(4/π) ~ 2.26 px
+    square = np.zeros((6, 6), np.int32)
+    square[2:4, 2:4] = 5
+    d = 2 * np.sqrt(4 / np.pi)
+    assert drop_undersized_instances(square, d).max() == 1
+    assert drop_undersized_instances(square, np.nextafter(d, 3)).max() == 0
+    np.testing.assert_array_equal(drop_undersized_instances(lab, 0.0) > 0, lab > 0)
+    with pytest.raises(InputError, match="row, col"):
+        drop_undersized_instances(lab[None], 1.0)

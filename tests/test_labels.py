@@ -19,6 +19,7 @@ from ltemfactory.labels import (
     image_geometry,
     image_instances,
     instance_charges,
+    instance_holes,
     instance_table,
     label_render_store,
     sample_instances,
@@ -314,6 +315,56 @@ def test_classify_kinds():
     kind, code = classify(q, major, minor)
     assert list(kind) == ["skyrmion", "skyrmion", "bubble", "other", "other", "other", "skyrmion"]
     assert [KIND_CODES[k] for k in kind] == list(code)
+    # a region with holes is neither a skyrmion nor a bubble, whatever its charge
+    holes = np.array([2, 0, 1, 0, 0, 0, 0])
+    kind, _ = classify(q, major, minor, holes)
+    assert list(kind) == ["other", "skyrmion", "other", "other", "other", "other", "skyrmion"]
+
+
+def _disc(shape, centre, radius):
+    r, c = np.indices(shape)
+    return (r - centre[0]) ** 2 + (c - centre[1]) ** 2 <= radius**2
+
+
+def test_instance_holes_counts_enclosed_pieces_of_the_complement():
+    shape = (48, 64)
+    labels = np.zeros(shape, np.int32)
+    labels[_disc(shape, (12, 12), 8)] = 1  # a disc: no hole
+    ring = _disc(shape, (24, 40), 12) & ~_disc(shape, (24, 40), 5)
+    labels[ring] = 2  # an annulus: one hole
+    eight = _disc(shape, (38, 12), 9) & ~_disc(shape, (34, 12), 2) & ~_disc(shape, (42, 12), 2)
+    labels[eight & (labels == 0)] = 3  # a figure eight: two holes
+    np.testing.assert_array_equal(instance_holes(labels), [0, 1, 2])
+    # a hole stays a hole when another instance fills it
+    filled = labels.copy()
+    filled[_disc(shape, (24, 40), 3)] = 4
+    np.testing.assert_array_equal(instance_holes(filled), [0, 1, 2, 0])
+    # a 1-px square wall encloses one hole; without its corner pixel the wall is 4-connected
+    # only the long way round and the hole meets the outside diagonally: no hole (the
+    # complement is 8-connected)
+    square = np.zeros((9, 9), np.int32)
+    square[1:8, 1:8] = 1
+    square[2:7, 2:7] = 0
+    assert instance_holes(square)[0] == 1
+    square[1, 1] = 0
+    assert instance_holes(square)[0] == 0
+
+
+def test_instance_holes_on_a_periodic_grid():
+    shape = (40, 40)
+    ring = _disc(shape, (20, 20), 10) & ~_disc(shape, (20, 20), 4)
+    disc = _disc(shape, (20, 20), 6)
+    for shift in ((0, 0), (20, 0), (0, 20), (20, 20)):  # cut by one or both periodic edges
+        labels = np.roll(ring, shift, axis=(0, 1)).astype(np.int32)
+        assert instance_holes(labels, periodic=True)[0] == 1, shift
+        labels = np.roll(disc, shift, axis=(0, 1)).astype(np.int32)
+        assert instance_holes(labels, periodic=True)[0] == 0, shift
+    stripe = np.zeros(shape, np.int32)
+    stripe[:, 10:18] = 1  # through the whole box, along rows
+    assert instance_holes(stripe, periodic=True)[0] == 0
+    # the table counts them and classifies with them
+    t = instance_table(np.roll(ring, (20, 20), axis=(0, 1)).astype(np.int32), 1.0, periodic=True)
+    assert t["holes"][0] == 1 and t["kind"][0] == "other"
 
 
 def test_empty_labels():

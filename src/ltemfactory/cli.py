@@ -233,6 +233,11 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         tracking_uri=args.tracking_uri,
+        **{
+            key: getattr(args, key)
+            for key in ("lowpass_sigma_a", "min_diameter_fraction")
+            if getattr(args, key) is not None
+        },
     )
     log.info(
         "inference: %d of %d image(s) processed -> %s",
@@ -397,6 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--tilt-axis-deg", type=float, help="tilt-axis azimuth [deg] (recorded)")
     inf.add_argument("--tile-px", type=int, default=256, help="tile side [px] at the model scale")
     inf.add_argument("--overlap-px", type=int, default=32, help="tile overlap [px]")
+    inf.add_argument(
+        "--lowpass-sigma-a",
+        type=float,
+        help="Gaussian low-pass sigma in units of the training lattice constant (0: none; "
+        "default: ltemfactory.inference.pipeline.LOWPASS_SIGMA_A)",
+    )
+    inf.add_argument(
+        "--min-diameter-fraction",
+        type=float,
+        help="drop instances narrower than this fraction of the training diameter (0: none; "
+        "default: ltemfactory.inference.pipeline.MIN_DIAMETER_FRACTION)",
+    )
     inf.add_argument("--frame", type=int, help="only this frame of stacks (default: every frame)")
     inf.add_argument("--batch-size", type=int, default=4, help="tiles per network call")
     inf.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")

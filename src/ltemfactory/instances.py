@@ -46,6 +46,7 @@ __all__ = [
     "decode_binary_baseline",
     "decode_instances",
     "drop_small_instances",
+    "drop_undersized_instances",
     "encode_targets",
     "relabel_raster",
 ]
@@ -306,6 +307,23 @@ def drop_small_instances(labels: np.ndarray, min_area_px: int) -> np.ndarray:
         return relabel_raster(np.where(small[lab], 0, lab))
 
     return one(labels) if labels.ndim == 2 else np.stack([one(lab) for lab in labels])
+
+
+def drop_undersized_instances(labels: np.ndarray, min_diameter_px: float) -> np.ndarray:
+    """One label image (row, col) without the instances whose equivalent diameter
+    2·sqrt(area/π) [px] is below ``min_diameter_px``, except those touching the image border
+    (cut by it, their area says nothing about their size); renumbered 1..K in raster order.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise InputError(f"labels: expected (row, col), got shape {labels.shape}")
+    if labels.size == 0:
+        return relabel_raster(labels)
+    diameter = 2.0 * np.sqrt(np.bincount(labels.ravel()) / np.pi)
+    small = diameter < float(min_diameter_px)
+    small[0] = False
+    small[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False
+    return relabel_raster(np.where(small[labels], 0, labels))
 
 
 def decode_instances(

@@ -24,6 +24,10 @@ total charge. In the image frame an instance carries the charge of the whole sam
 shows (computed in the sample frame and mapped by id): a piece cut by the border, or a repeat,
 reports the charge of the full object.
 
+Kinds (:func:`classify`): a skyrmion is a reversed region of charge |Q| ≈ 1 *without holes*
+(its core is a disc); a trivial bubble a round, hole-free region of Q ≈ 0; anything else —
+stripes, labyrinths, merged regions, rings around holes — is ``other``.
+
 The labels mark the magnetic core, not the contrast: in a tilted image of a Néel skyrmion the
 foreshortened radial wall moment gains a curl, which displaces the dark/bright lobe pair from
 the projected core by roughly 1.3·w·tan α perpendicular to the tilt axis (w the wall width,
@@ -59,6 +63,7 @@ __all__ = [
     "image_geometry",
     "image_instances",
     "instance_charges",
+    "instance_holes",
     "instance_table",
     "label_render_store",
     "sample_instances",
@@ -87,6 +92,7 @@ TABLE_COLUMNS = {
     "minor_axis_nm": np.float64,
     "orientation_deg": np.float64,
     "topological_charge": np.float64,
+    "holes": np.int32,
     "touches_border": np.bool_,
     "kind": np.dtype("<U8"),
     "kind_code": np.int8,
@@ -269,29 +275,67 @@ def image_instances(
 
 # ---------------------------------------------------------------------------- measurements
 def classify(
-    charge: np.ndarray, major_axis: np.ndarray, minor_axis: np.ndarray
+    charge: np.ndarray,
+    major_axis: np.ndarray,
+    minor_axis: np.ndarray,
+    holes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Instance kinds from topological charge Q and ellipse axes (any common length unit).
+    """Instance kinds from topological charge Q, ellipse axes (any common length unit) and the
+    number of holes of the reversed region (:func:`instance_holes`; ``None``: none).
 
-    * ``skyrmion``: ||Q| − 1| < 0.5 (a skyrmion or antiskyrmion of either polarity, any shape);
-    * ``bubble``: |Q| < 0.5 and round (minor/major > 0.5; a single pixel counts as round) — a
-      topologically trivial bubble;
-    * ``other``: everything else (|Q| ≥ 1.5 merged/biskyrmion regions, elongated trivial domains
-      and stripes, and instances of unknown (NaN) charge).
+    * ``skyrmion``: ||Q| − 1| < 0.5 and no hole (a skyrmion or antiskyrmion of either polarity,
+      any shape: its reversed core is a disc, however deformed);
+    * ``bubble``: |Q| < 0.5, no hole and round (minor/major > 0.5; a single pixel counts as
+      round) — a topologically trivial bubble;
+    * ``other``: everything else: |Q| ≥ 1.5 merged/biskyrmion regions, elongated trivial
+      domains and stripes, domains with holes (a ring around one hole has Q ≈ 0, a domain
+      around two holes Q ≈ ∓1 like a skyrmion, yet neither is one), and instances of unknown
+      (NaN) charge.
 
     Returns (kind strings ``<U8``, codes int8 per :data:`KIND_CODES`).
     """
     q = np.abs(np.asarray(charge, dtype=np.float64))
     major = np.asarray(major_axis, dtype=np.float64)
     minor = np.asarray(minor_axis, dtype=np.float64)
+    simple = np.ones(q.shape, bool) if holes is None else np.asarray(holes) == 0
     with np.errstate(invalid="ignore", divide="ignore"):
         round_ = np.where(major > 0, minor / np.where(major > 0, major, 1.0), 1.0) > ROUNDNESS_MIN
-        skyrmion = np.abs(q - 1.0) < SKYRMION_Q_TOLERANCE
-        bubble = ~skyrmion & (q < SKYRMION_Q_TOLERANCE) & round_
+        skyrmion = (np.abs(q - 1.0) < SKYRMION_Q_TOLERANCE) & simple
+        bubble = ~skyrmion & (q < SKYRMION_Q_TOLERANCE) & round_ & simple
     code = np.where(skyrmion, KIND_CODES["skyrmion"], KIND_CODES["other"])
     code = np.where(bubble, KIND_CODES["bubble"], code).astype(np.int8)
     names = np.array(sorted(KIND_CODES, key=KIND_CODES.get), dtype="<U8")
     return names[code], code
+
+
+def instance_holes(labels: np.ndarray, periodic: bool = False) -> np.ndarray:
+    """Number of holes of each instance 1..N of ``labels`` (int32, (N,)).
+
+    A hole is a piece of the instance's complement (8-connected, the dual of the instances'
+    4-connectivity) that the instance encloses; what fills it (background, other instances)
+    does not matter. On a periodic grid the instance is unwrapped across the edges first, so a
+    disc cut by an edge has none; a region that wraps around the whole box (e.g. a stripe
+    through it) is counted as laid out in the box.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    rows, cols = _unwrapped_coordinates(labels) if periodic else np.indices(labels.shape)
+    flat = labels.ravel()
+    order = np.argsort(flat, kind="stable")
+    starts = np.searchsorted(flat[order], np.arange(1, n + 2))
+    r_all, c_all = rows.ravel()[order].astype(np.int64), cols.ravel()[order].astype(np.int64)
+    eight = np.ones((3, 3), dtype=bool)
+    holes = np.zeros(n, dtype=np.int32)
+    for k in range(n):
+        r, c = r_all[starts[k] : starts[k + 1]], c_all[starts[k] : starts[k + 1]]
+        if r.size == 0:
+            continue
+        box = np.zeros((r.max() - r.min() + 3, c.max() - c.min() + 3), dtype=bool)
+        box[r - r.min() + 1, c - c.min() + 1] = True  # a 1-px frame of complement around it
+        holes[k] = ndimage.label(~box, structure=eight)[1] - 1
+    return holes
 
 
 def _unwrapped_coordinates(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -328,6 +372,7 @@ def instance_table(
     *,
     charge_density: np.ndarray | None = None,
     charges: np.ndarray | None = None,
+    holes: np.ndarray | None = None,
     periodic: bool = False,
     image_index: int = 0,
 ) -> dict[str, np.ndarray]:
@@ -344,6 +389,8 @@ def instance_table(
             pass the sample-frame charges of each instance's source (see
             :func:`image_instances` ``return_sources``). Without either, the charge is NaN and
             the kind ``other``.
+        holes: the number of holes (N,) of each instance (:func:`instance_holes`), e.g. those
+            of the sample-frame source of each image instance; default: counted in ``labels``.
         periodic: ``labels`` live on a periodic grid (sample frame): centroids and shapes of
             instances that straddle the edges are measured unwrapped (centroids reduced into
             the grid), catchments are periodic and nothing touches a border.
@@ -355,7 +402,7 @@ def instance_table(
         count·px²); equivalent_radius_nm = sqrt(area/π); major_axis_nm, minor_axis_nm: full axes
         of the ellipse with the same second moments (4·sqrt(eigenvalue), as
         ``skimage.measure.regionprops`` axis_major/minor_length); orientation_deg: angle of the
-        major axis from +x (columns) toward +y (rows), in (−90, 90]; topological_charge;
+        major axis from +x (columns) toward +y (rows), in (−90, 90]; topological_charge; holes;
         touches_border (some pixel on the first/last row/col; always False when periodic);
         kind, kind_code (:func:`classify`).
     """
@@ -407,7 +454,12 @@ def instance_table(
         q = instance_charges(labels, charge_density, periodic)
     else:
         q = np.full(n, np.nan)
-    kind, code = classify(q, major, minor)
+    if holes is None:
+        holes = instance_holes(labels, periodic)
+    holes = np.asarray(holes, dtype=np.int32).reshape(-1)
+    if holes.shape != (n,):
+        raise InputError(f"holes: expected {n} values, got {holes.shape}")
+    kind, code = classify(q, major, minor, holes)
     area = count * px * px
     return {
         "image_index": np.full(n, int(image_index), dtype=np.int64),
@@ -422,6 +474,7 @@ def instance_table(
         "minor_axis_nm": minor,
         "orientation_deg": orientation,
         "topological_charge": q,
+        "holes": holes,
         "touches_border": border,
         "kind": kind,
         "kind_code": code,
@@ -511,21 +564,23 @@ def label_render_store(
     n_img = len(state_index)
     labels = np.zeros((n_img, ny, nx), dtype=np.int32)
     tables: list[dict[str, np.ndarray]] = []
-    sample_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    sample_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for i in range(n_img):
         s = int(state_index[i])
         if s not in sample_cache:
             m = _layer_mean(np.asarray(m_arr[s]), np.asarray(ms_arr[s]))
             lab = sample_instances(m[2], periodic, background=1.0 if field[s] >= 0 else -1.0)
             rho = charge_density(torch.from_numpy(m), periodic).numpy()
-            sample_cache[s] = (lab, instance_charges(lab, rho, periodic))
-        lab, q = sample_cache[s]
+            q = instance_charges(lab, rho, periodic)
+            sample_cache[s] = (lab, q, instance_holes(lab, periodic))
+        lab, q, holes = sample_cache[s]
         geometry = image_geometry((nz, ny, nx), cell_nm[s], thick_nm[s], tilt[i], axis[i])
         labels[i], sources = image_instances(lab, geometry, return_sources=True)
         table = instance_table(
             labels[i],
             pixel[i],
             charges=q[sources - 1] if len(sources) else np.zeros(0),
+            holes=holes[sources - 1] if len(sources) else np.zeros(0, dtype=np.int32),
             image_index=i,
         )
         table["state_index"] = np.full(len(sources), s, dtype=np.int64)

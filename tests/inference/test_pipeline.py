@@ -182,6 +182,63 @@ def test_rescale_round_trip_returns_labels_on_the_original_grid(tmp_path):
     assert check["count_ok"] and abs(check["count_rel_diff"]) < 0.05, check
     assert check["nn_ok"] and abs(check["nn_rel_diff"]) < 0.02, check
     assert lattice["scale"]["rotation_deg"] == 0.0
+    # the default priors, at the model scale: sigma = 0.13 a_train, d_min = d_train / 2
+    assert lattice["scale"]["lowpass_sigma_model_px"] == pytest.approx(
+        pipeline.LOWPASS_SIGMA_A * TRAIN_NN_PX
+    )
+    assert lattice["scale"]["min_diameter_model_px"] == pytest.approx(
+        pipeline.MIN_DIAMETER_FRACTION * AnalyticPredictor.train_diameter_px
+    )
+
+
+def test_lowpass_and_size_prior_turn_noise_fragments_into_one_instance_per_site():
+    """Strong noise at periods far below the lattice (as in experimental images): thresholded
+    as is, it breaks the lattice into fragments; the low-pass and the size prior give back one
+    instance per site and nothing else."""
+    shape = (192, 208)
+    image, sites = lattice_image(shape, TRAIN_NN_PX, seed=4)
+    noisy = image + np.random.default_rng(5).normal(0.0, NOISE, shape).astype(np.float32)
+    raw, _ = segment_image(noisy, AnalyticPredictor(), 1.0, tile_px=256)
+    clean, _ = segment_image(
+        noisy,
+        AnalyticPredictor(),
+        1.0,
+        tile_px=256,
+        lowpass_sigma_px=pipeline.LOWPASS_SIGMA_A * TRAIN_NN_PX,
+        min_diameter_px=pipeline.MIN_DIAMETER_FRACTION * AnalyticPredictor.train_diameter_px,
+    )
+    inner = interior_sites(sites, shape, margin=10)
+    assert raw.max() > 2 * len(sites)  # the noise alone defeats the decoder
+    found = centroids(clean)
+    near = cKDTree(found).query_ball_point(inner, r=2.0)
+    assert all(len(hits) == 1 for hits in near), [len(h) for h in near if len(h) != 1]
+    band = np.ones(shape, bool)  # instances cut by the (blind) border have shifted centroids
+    band[BLIND + 1 : -BLIND - 1, BLIND + 1 : -BLIND - 1] = False
+    whole = ~np.isin(np.arange(1, clean.max() + 1), np.unique(clean[band]))
+    d, _ = cKDTree(sites).query(found[whole])  # on a site: within a quarter of the spacing
+    assert np.all(d < TRAIN_NN_PX / 4), np.sort(d)[-5:]
+
+
+NOISE = 0.5
+"""Noise sigma of the fragments test, half the blob amplitude per pixel."""
+
+
+def test_size_priors_follow_the_training_lengths(caplog):
+    scale = pipeline.model_scale(AnalyticPredictor())  # a_train 16 px, d_train 8 px
+    priors = pipeline.size_priors(scale, 0.125, 0.5)
+    assert priors["lowpass_sigma_model_px"] == 2.0 and priors["min_diameter_model_px"] == 4.0
+    off = pipeline.size_priors(scale, 0, 0.0)
+    assert off["lowpass_sigma_model_px"] is None and off["min_diameter_model_px"] is None
+    bare = {"train_nn_distance_px": None, "train_diameter_px": None}
+    with caplog.at_level("WARNING"):
+        skipped = pipeline.size_priors(bare, 0.1, 0.5)
+    assert skipped["lowpass_sigma_model_px"] is None and skipped["min_diameter_model_px"] is None
+    assert "no train_nn_distance_px" in caplog.text and "no train_diameter_px" in caplog.text
+    for bad in (-0.1, float("nan"), float("inf"), True, "0.1"):
+        with pytest.raises(InputError, match="lowpass_sigma_a"):
+            pipeline.size_priors(scale, bad, 0.5)
+        with pytest.raises(InputError, match="min_diameter_fraction"):
+            pipeline.size_priors(scale, 0.1, bad)
 
 
 def test_pixel_size_scale_uses_the_training_pixel_size():
@@ -312,7 +369,13 @@ def test_failure_while_writing_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_bad_arguments_raise_before_writing(tmp_path):
     image, _ = lattice_image((96, 96), TRAIN_NN_PX)
     np.save(tmp_path / "a.npy", image)
-    for kwargs in ({"tile_px": 16}, {"overlap_px": 200}, {"pixel_size_nm": -1.0}):
+    for kwargs in (
+        {"tile_px": 16},
+        {"overlap_px": 200},
+        {"pixel_size_nm": -1.0},
+        {"lowpass_sigma_a": -0.1},
+        {"min_diameter_fraction": float("nan")},
+    ):
         with pytest.raises(InputError):
             infer_images([tmp_path / "a.npy"], AnalyticPredictor(), tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
@@ -351,9 +414,12 @@ def test_cli_infer_processes_all_images_then_exits_2_on_failures(tmp_path, tiny_
     assert summary["model"]["run_id"] == "abc"
     assert (tmp_path / "o1" / "a" / OUTPUT_FILES["overlay"]).is_file()
     out2 = ["--out", str(tmp_path / "o2"), "--allow-failed", "--tilt-axis-deg", "30"]
-    assert main([*args, str(tiny_model_dir / "model.pt"), *out2]) == 0
+    priors = ["--lowpass-sigma-a", "0.25", "--min-diameter-fraction", "0"]
+    assert main([*args, str(tiny_model_dir / "model.pt"), *out2, *priors]) == 0
     lattice = json.loads((tmp_path / "o2" / "a" / OUTPUT_FILES["lattice"]).read_text())
     assert lattice["scale"]["tilt_axis_deg"] == 30.0 and lattice["scale"]["rotation_deg"] == 0.0
+    assert lattice["scale"]["lowpass_sigma_model_px"] == 0.25 * TRAIN_NN_PX
+    assert lattice["scale"]["min_diameter_model_px"] is None
 
 
 def test_model_loads_from_the_mlflow_registry(tmp_path, tiny_model_dir):

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from ltemfactory.errors import InputError
 from ltemfactory.instances import encode_targets
+from ltemfactory.labels import KIND_CODES
 from ltemfactory.stores import quiet_consolidated
 from ltemfactory.training.augment import AugmentConfig
 from ltemfactory.training.data import (
@@ -45,18 +46,26 @@ def _labels(rng):
     return lab, radii
 
 
-def write_store(path, split=SPLIT, drop=()):
-    """Tiny store with the loader's arrays, dtypes, chunks (1 image) and shards (4 images)."""
+def write_store(path, split=SPLIT, drop=(), kinds=None):
+    """Tiny store with the loader's arrays, dtypes, chunks (1 image) and shards (4 images).
+
+    ``kinds``: {instance id: kind} for ids 1..5 of every image (default all skyrmions); the
+    table gives instances of kind "other" a radius of 1000 nm.
+    """
     rng = np.random.default_rng(0)
     n = len(split)
+    kinds = kinds or {}
     labels = np.zeros((n, SIZE, SIZE), np.int32)
-    inst = {"image": [], "equivalent_radius_nm": [], "touches_border": []}
+    inst = {"image": [], "equivalent_radius_nm": [], "touches_border": [], "id": [], "kind": []}
     for i in range(n):
         labels[i], radii = _labels(rng)
         for k in range(1, 6):  # the table need not match the pixels here
+            kind = kinds.get(k, "skyrmion")
             inst["image"].append(i)
+            inst["id"].append(k)
+            inst["kind"].append(KIND_CODES[kind])
             # analytic diameters: image i has instances of 2·(i+1) px (pixel size folded in)
-            inst["equivalent_radius_nm"].append((i + 1) * PIXEL[i])
+            inst["equivalent_radius_nm"].append(1000.0 if kind == "other" else (i + 1) * PIXEL[i])
             inst["touches_border"].append(k == 1)  # left out of the median
     images = (1.0 + 0.6 * (labels > 0) + 0.2 * rng.random(labels.shape)).astype(np.float32)
     g = zarr.open_group(str(path), mode="w")
@@ -77,6 +86,10 @@ def write_store(path, split=SPLIT, drop=()):
     put("instances/image", np.asarray(inst["image"], np.int64))
     put("instances/equivalent_radius_nm", np.asarray(inst["equivalent_radius_nm"], np.float64))
     put("instances/touches_border", np.asarray(inst["touches_border"], bool))
+    put("instances/instance_id", np.asarray(inst["id"], np.int32))
+    put("instances/kind_code", np.asarray(inst["kind"], np.int8))
+    if "instances/kind_code" not in drop:
+        g["instances/kind_code"].attrs["codes"] = dict(KIND_CODES)
     with quiet_consolidated():
         zarr.consolidate_metadata(str(path))
     return path, images, labels
@@ -226,6 +239,36 @@ def test_summaries(store):
     assert dm.image_shape == (SIZE, SIZE)
     # train images 0,1,3,4,5,7,8,9,12,13 each have 4 inner instances of diameter 2·(i+1) px
     assert dm.train_diameter_px == pytest.approx(np.median([2 * (i + 1) for i in TRAIN]))
+
+
+def test_only_instances_of_the_target_kinds_are_labels(tmp_path):
+    # instance 4 of every image is a bubble, instance 5 a stripe-like domain ("other")
+    path, _, labels = write_store(tmp_path / "k.zarr", kinds={4: "bubble", 5: "other"})
+    val = [2, 10, 11]
+
+    def without(ids, lab):
+        return np.where(np.isin(lab, ids), 0, lab)
+
+    for kinds, dropped in ((None, []), (("skyrmion", "bubble"), [5]), (("skyrmion",), [4, 5])):
+        ds = split_dataset(path, "val", kinds)
+        for n, i in enumerate(val):
+            want = without(dropped, labels[i])
+            np.testing.assert_array_equal(ds[n]["labels"].numpy(), want)
+            np.testing.assert_array_equal(ds[n]["foreground"][0].numpy(), want > 0)
+    # the default is skyrmions and bubbles, for training crops too (whole-image crops)
+    np.testing.assert_array_equal(split_dataset(path, "val")[0]["labels"], without([5], labels[2]))
+    dm = module(path, augment=AugmentConfig.none(SIZE), samples_per_epoch=len(TRAIN))
+    for item in dm.train_dataset:
+        want = without([5], labels[item["index"]]) > 0
+        np.testing.assert_array_equal(item["labels"].numpy() > 0, want)
+    # the 1000 nm "other" instances stay out of the diameter median (18 px if they counted)
+    assert dm.train_diameter_px == pytest.approx(np.median([2 * (i + 1) for i in TRAIN]))
+    with pytest.raises(InputError, match=r"target_kinds: unknown kind\(s\) \['vortex'\]"):
+        split_dataset(path, "val", ("vortex",))
+    old = write_store(tmp_path / "old.zarr", drop=("instances/kind_code",))[0]
+    with pytest.raises(InputError, match="instances/kind_code"):
+        split_dataset(old, "val")
+    assert len(split_dataset(old, "val", None)) == len(val)
 
 
 # ------------------------------------------------------------------------------ errors

@@ -2,8 +2,9 @@
 and small helpers for the MLflow server tests (free port, REST calls).
 
 The store has the arrays the training stage reads (images, labels, split, image_batch,
-pixel_size_nm, the instance table) with the layout of an assembled store (one image per chunk,
-shards of :data:`SHARD` images) and its content fingerprint as attribute. Images are the ring
+pixel_size_nm, the instance table with every instance a skyrmion) with the layout of an
+assembled store (one image per chunk, shards of :data:`SHARD` images) and its content
+fingerprint as attribute. Images are the ring
 images of :mod:`tests.training.synthetic` (touching disks), so a few optimiser steps learn.
 """
 
@@ -27,6 +28,7 @@ import zarr
 from skimage.measure import regionprops
 
 from ltemfactory.dataset import fingerprint
+from ltemfactory.labels import KIND_CODES
 from ltemfactory.stores import quiet_consolidated
 
 from .synthetic import ring_image, touching_disks
@@ -63,6 +65,7 @@ def write_train_store(path: Path) -> Path:
         k: []
         for k in (
             "image",
+            "instance_id",
             "equivalent_radius_nm",
             "centroid_row_px",
             "centroid_col_px",
@@ -73,6 +76,7 @@ def write_train_store(path: Path) -> Path:
         for region in regionprops(lab):
             r0, c0, r1, c1 = region.bbox
             table["image"].append(i)
+            table["instance_id"].append(region.label)
             table["equivalent_radius_nm"].append(np.sqrt(region.area / np.pi) * PIXEL_NM)
             table["centroid_row_px"].append(region.centroid[0])
             table["centroid_col_px"].append(region.centroid[1])
@@ -94,6 +98,9 @@ def write_train_store(path: Path) -> Path:
     for key in ("equivalent_radius_nm", "centroid_row_px", "centroid_col_px"):
         put(f"instances/{key}", np.asarray(table[key], np.float64))
     put("instances/touches_border", np.asarray(table["touches_border"], bool))
+    put("instances/instance_id", np.asarray(table["instance_id"], np.int32))
+    put("instances/kind_code", np.full(len(table["image"]), KIND_CODES["skyrmion"], np.int8))
+    g["instances/kind_code"].attrs["codes"] = dict(KIND_CODES)
     g.attrs["fingerprint"] = fingerprint(path)
     with quiet_consolidated():
         zarr.consolidate_metadata(str(path))

@@ -129,7 +129,12 @@ def get_infer_inputs():
 def get_infer_options():
     """Command-line options of `ltemfactory infer` from the infer config section."""
     infer = config["infer"]
-    options = [f"--tile-px {infer['tile_px']}", f"--overlap-px {infer['overlap_px']}"]
+    options = [
+        f"--tile-px {infer['tile_px']}",
+        f"--overlap-px {infer['overlap_px']}",
+        f"--lowpass-sigma-a {infer['lowpass_sigma_a']!r}",
+        f"--min-diameter-fraction {infer['min_diameter_fraction']!r}",
+    ]
     if infer.get("pixel_size_nm") is not None:
         options.append(f"--pixel-size-nm {infer['pixel_size_nm']!r}")
     if infer.get("tilt_axis_deg") is not None:

@@ -35,6 +35,7 @@ INSTANCE_UNITS = {
     "ellipse_minor_nm": "nm",
     "orientation_deg": "deg",
     "topological_charge": "1",
+    "holes": "1",
     "touches_border": "",
     "kind_code": "",
 }

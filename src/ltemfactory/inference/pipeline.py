@@ -25,10 +25,14 @@ Per image (one frame of a file), :func:`infer_image`:
 3. **Tilt axis.** The training images span tilt axes of every azimuth (``render.tilt_axis_deg``
    is drawn uniformly from 0–360° by default), so the model has no canonical axis and the image
    is not rotated: a given ``tilt_axis_deg`` is only recorded, with ``rotation_deg = 0``.
-4. **Segment.** The resampled image is normalised once (``predictor.normalise``, whole image,
+4. **Segment.** The resampled image is low-passed (Gaussian, sigma ``lowpass_sigma_a`` times
+   the training lattice constant: experimental noise at periods far below the lattice, absent
+   from the training images, is removed), normalised once (``predictor.normalise``, whole image,
    so every tile sees the same intensity scale), predicted in overlapping tiles
    (:func:`~ltemfactory.inference.tiling.predict_tiled`), decoded into instances once on the
-   stitched maps (so an instance crossing a tile border is decoded once), and the labels are
+   stitched maps (so an instance crossing a tile border is decoded once), instances narrower
+   than ``min_diameter_fraction`` of the training skyrmion diameter and not cut by the border
+   are dropped (noise blobs; both lengths are in ``lattice.json``), and the labels are
    resized back to the original pixel grid (nearest neighbour) and renumbered 1..N.
 5. **Measure and write**, atomically into ``out_dir/<name>/`` (written to a hidden temporary
    directory that is renamed into place only when every file is complete):
@@ -90,9 +94,12 @@ from ltemfactory.inference.outputs import (
 )
 from ltemfactory.inference.readers import LtemImage, read_image
 from ltemfactory.inference.tiling import predict_tiled, resample_image, resize_labels
+from ltemfactory.instances import drop_undersized_instances
 
 __all__ = [
     "EXTRA_COLUMNS",
+    "LOWPASS_SIGMA_A",
+    "MIN_DIAMETER_FRACTION",
     "MIN_MODEL_SIZE_PX",
     "OUTPUT_FILES",
     "PredictorLike",
@@ -109,6 +116,18 @@ log = logging.getLogger(__name__)
 
 MIN_MODEL_SIZE_PX = 32
 """Smallest side [px] of the image after rescaling: about the network's receptive field."""
+
+LOWPASS_SIGMA_A = 0.13
+"""Default Gaussian low-pass sigma before segmentation, in units of the training lattice
+constant a [1]. Experimental images carry far more noise at short periods than the simulated
+training images (the shipped one: ~90 % of its variance at periods of 3-10 px against a
+~37 px lattice); sigma = 0.13·a keeps 77 % of the amplitude of the first lattice ring
+(period √3·a/2) and removes noise of periods below a/4 (amplitude < 0.5 %)."""
+
+MIN_DIAMETER_FRACTION = 0.5
+"""Default smallest instance kept, as a fraction of the median training skyrmion diameter
+[1]: the image is rescaled so its lattice matches the training one, so an instance of half
+the typical diameter (a quarter of the area) is a noise blob, not a skyrmion."""
 
 MAX_MODEL_PIXELS = 2**28
 """Largest image after rescaling [px] (16384²): a larger one means an absurd scale factor."""
@@ -278,6 +297,42 @@ def _multiple(predictor: PredictorLike) -> int:
     return int(getattr(config, "multiple", 1))
 
 
+def size_priors(
+    mscale: Mapping[str, Any], lowpass_sigma_a: float, min_diameter_fraction: float
+) -> dict[str, Any]:
+    """The two length priors of :func:`segment_image` at the model scale [px].
+
+    The image is resampled so that its lattice (or pixel) scale is the training scale, so the
+    training lattice constant a (``train_nn_distance_px``) and skyrmion diameter d
+    (``train_diameter_px``) fix the lengths: the low-pass sigma is ``lowpass_sigma_a``·a and the
+    smallest kept instance ``min_diameter_fraction``·d. A length the model does not record is
+    ``None`` (that step is skipped, with a warning when it was asked for).
+    """
+    for name, value in (
+        ("lowpass_sigma_a", lowpass_sigma_a),
+        ("min_diameter_fraction", min_diameter_fraction),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise InputError(f"{name}: expected a number >= 0, got {value!r}")
+        if not math.isfinite(value):
+            raise InputError(f"{name}: expected a finite number, got {value!r}")
+    out: dict[str, Any] = {
+        "lowpass_sigma_a": float(lowpass_sigma_a),
+        "lowpass_sigma_model_px": None,
+        "min_diameter_fraction": float(min_diameter_fraction),
+        "min_diameter_model_px": None,
+    }
+    for key, factor, length in (
+        ("lowpass_sigma_model_px", lowpass_sigma_a, "train_nn_distance_px"),
+        ("min_diameter_model_px", min_diameter_fraction, "train_diameter_px"),
+    ):
+        if factor > 0 and mscale.get(length):
+            out[key] = float(factor) * float(mscale[length])
+        elif factor > 0:
+            log.warning("the model records no %s: %s skipped", length, key)
+    return out
+
+
 # ----------------------------------------------------------------------------- scale
 def choose_scale(
     shape: tuple[int, int],
@@ -380,14 +435,18 @@ def segment_image(
     tile_px: int = 256,
     overlap_px: int = 32,
     batch_size: int = 4,
+    lowpass_sigma_px: float = 0.0,
+    min_diameter_px: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Instance labels and foreground probability of a (row, col) image, on its own grid.
 
-    The image is resampled by ``factor`` (skipped when |factor − 1| < 1e-6), normalised once,
-    predicted in tiles of ``tile_px`` with ``overlap_px`` overlap [px at the model scale],
-    decoded once on the stitched maps, and brought back: labels by nearest neighbour
-    (renumbered 1..N in raster order; an instance too small to survive the resize is dropped),
-    the foreground probability bilinearly.
+    The image is resampled by ``factor`` (skipped when |factor − 1| < 1e-6), low-passed by a
+    Gaussian of ``lowpass_sigma_px`` (0: not), normalised once, predicted in tiles of
+    ``tile_px`` with ``overlap_px`` overlap, decoded once on the stitched maps, cleared of
+    instances narrower than ``min_diameter_px`` (:func:`~ltemfactory.instances.
+    drop_undersized_instances`; 0: none) — all lengths [px at the model scale] — and brought
+    back: labels by nearest neighbour (renumbered 1..N in raster order; an instance too small
+    to survive the resize is dropped), the foreground probability bilinearly.
 
     Returns:
         (labels int32 (row, col), foreground probability float32 (row, col) in [0, 1]).
@@ -400,6 +459,10 @@ def segment_image(
     img = np.asarray(image, dtype=np.float32)
     resample = abs(float(factor) - 1.0) >= 1e-6
     model_img = resample_image(img, factor) if resample else img
+    if lowpass_sigma_px > 0:
+        from scipy import ndimage
+
+        model_img = ndimage.gaussian_filter(model_img, float(lowpass_sigma_px), mode="reflect")
     x = np.asarray(predictor.normalise(model_img), dtype=np.float32)
     multiple = _multiple(predictor)
     if tile_px % multiple:
@@ -413,6 +476,8 @@ def segment_image(
         batch_size=batch_size,
     )
     labels = decode_maps(maps, predictor.formulation, predictor.decode).astype(np.int32)
+    if min_diameter_px > 0:
+        labels = drop_undersized_instances(labels, min_diameter_px)
     fg = maps["foreground"]
     if resample:
         labels = resize_labels(labels, img.shape)
@@ -524,7 +589,6 @@ def _psi6_png(
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-
     rows, cols = labels.shape
     scale = min(1.0, 1024.0 / max(rows, cols))
     # composite at display resolution (nearest-neighbour subsampling): cheap for large images
@@ -631,6 +695,8 @@ def _process(
     tile_px: int,
     overlap_px: int,
     batch_size: int,
+    lowpass_sigma_a: float,
+    min_diameter_fraction: float,
 ) -> dict[str, Any]:
     start = time.perf_counter()
     name = dest.name
@@ -642,6 +708,7 @@ def _process(
     fft = estimate_lattice_period_px(img.data)
     mscale = model_scale(predictor)
     decision = choose_scale(shape, px, fft, mscale, source)
+    priors = size_priors(mscale, lowpass_sigma_a, min_diameter_fraction)
     labels, fg = segment_image(
         img.data,
         predictor,
@@ -649,6 +716,8 @@ def _process(
         tile_px=tile_px,
         overlap_px=overlap_px,
         batch_size=batch_size,
+        lowpass_sigma_px=priors["lowpass_sigma_model_px"] or 0.0,
+        min_diameter_px=priors["min_diameter_model_px"] or 0.0,
     )
     scale = {
         **decision,
@@ -660,6 +729,7 @@ def _process(
         "tilt_axis_deg": tilt_axis_deg,
         "rotation_deg": 0.0,
         "rotation_note": ROTATION_NOTE,
+        **priors,
     }
 
     rows = instance_rows(labels, px, img.data)
@@ -789,6 +859,8 @@ def infer_image(
     frame: int = 0,
     batch_size: int = 4,
     name: str | None = None,
+    lowpass_sigma_a: float = LOWPASS_SIGMA_A,
+    min_diameter_fraction: float = MIN_DIAMETER_FRACTION,
 ) -> dict[str, Any]:
     """Segment and measure one frame of one image; write ``out_dir/<name>/`` atomically.
 
@@ -803,6 +875,10 @@ def infer_image(
         frame: 0-based frame of a stack.
         batch_size: tiles per network call.
         name: output sub-directory; default the file's stem, plus ``_frame<k>`` for a stack.
+        lowpass_sigma_a: Gaussian low-pass before segmentation, sigma in units of the training
+            lattice constant (:data:`LOWPASS_SIGMA_A`; 0: none).
+        min_diameter_fraction: drop instances narrower than this fraction of the training
+            skyrmion diameter, unless cut by the border (:data:`MIN_DIAMETER_FRACTION`; 0: none).
 
     Returns:
         The per-image summary (status ``ok``, output files relative to ``out_dir``, count,
@@ -812,6 +888,7 @@ def infer_image(
         InputError: bad file or arguments; nothing is written then.
     """
     _check_tiling(tile_px, overlap_px)
+    size_priors({}, lowpass_sigma_a, min_diameter_fraction)  # check before reading
     tilt = _check_angle(tilt_axis_deg)
     img = read_image(path, frame=frame, pixel_size_nm=pixel_size_nm)
     if name is None:
@@ -824,6 +901,8 @@ def infer_image(
         tile_px=tile_px,
         overlap_px=overlap_px,
         batch_size=batch_size,
+        lowpass_sigma_a=lowpass_sigma_a,
+        min_diameter_fraction=min_diameter_fraction,
     )
     return {"file": str(path), "frame": frame, **entry}
 
@@ -856,6 +935,8 @@ def infer_images(
     batch_size: int = 4,
     device: str = "cpu",
     tracking_uri: str | None = None,
+    lowpass_sigma_a: float = LOWPASS_SIGMA_A,
+    min_diameter_fraction: float = MIN_DIAMETER_FRACTION,
 ) -> dict[str, Any]:
     """Run :func:`infer_image` on every image (every frame of a stack unless ``frame`` picks
     one) and write ``out_dir/summary.json``.
@@ -870,7 +951,8 @@ def infer_images(
         out_dir: output directory (created); one sub-directory per image frame.
         frame: process only this frame of each file (None: every frame).
         device, tracking_uri: for :func:`load_predictor`.
-        pixel_size_nm, tilt_axis_deg, tile_px, overlap_px, batch_size: see :func:`infer_image`.
+        pixel_size_nm, tilt_axis_deg, tile_px, overlap_px, batch_size, lowpass_sigma_a,
+        min_diameter_fraction: see :func:`infer_image`.
 
     Returns:
         The summary written to ``summary.json``: ``model``, ``settings``, ``images`` (one entry
@@ -878,6 +960,7 @@ def infer_images(
     """
     start = time.perf_counter()
     _check_tiling(tile_px, overlap_px)
+    size_priors({}, lowpass_sigma_a, min_diameter_fraction)
     tilt = _check_angle(tilt_axis_deg)
     if pixel_size_nm is not None and _positive(pixel_size_nm) is None:
         raise InputError(f"pixel_size_nm: expected a positive length [nm], got {pixel_size_nm!r}")
@@ -899,6 +982,8 @@ def infer_images(
         "frame": frame,
         "frames": "all" if frame is None else "one",
         "batch_size": batch_size,
+        "lowpass_sigma_a": lowpass_sigma_a,
+        "min_diameter_fraction": min_diameter_fraction,
     }
     meta = dict(getattr(predictor, "metadata", {}) or {})
     model_info = {
@@ -913,7 +998,13 @@ def infer_images(
 
     images: list[dict[str, Any]] = []
     used: set[str] = set()
-    kwargs = {"tilt_axis_deg": tilt, "tile_px": tile_px, "overlap_px": overlap_px}
+    kwargs = {
+        "tilt_axis_deg": tilt,
+        "tile_px": tile_px,
+        "overlap_px": overlap_px,
+        "lowpass_sigma_a": lowpass_sigma_a,
+        "min_diameter_fraction": min_diameter_fraction,
+    }
     for path in paths:
         path = Path(path)
         first_frame = 0 if frame is None else frame

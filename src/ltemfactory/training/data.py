@@ -23,6 +23,12 @@ forks fresh workers that receive a copy of the dataset with that epoch set.
 
 Validation/test (:class:`EvalDataset`, map-style): full images in store order, no augmentation,
 one image read per item.
+
+Targets. The store labels every reversed domain (``instances/kind``: skyrmion, bubble or other,
+e.g. a stripe or labyrinth domain; :mod:`ltemfactory.labels`). Training and scoring keep the
+instances of ``target_kinds`` (default :data:`TARGET_KINDS_DEFAULT`: skyrmions and bubbles) and
+turn the others into background, so a stripe domain is something the model must learn *not* to
+report, and a stripe reported as a skyrmion counts as a false positive.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "REQUIRED",
+    "TARGET_KINDS_DEFAULT",
     "EpochDataLoader",
     "EvalDataset",
     "SkyrmionDataModule",
@@ -57,10 +64,14 @@ __all__ = [
     "open_dataset_store",
     "split_dataset",
     "split_runs",
+    "untargeted_ids",
 ]
 
 REQUIRED = ("images", "labels", "split", "image_batch", "pixel_size_nm")
 """Arrays the loaders read."""
+
+TARGET_KINDS_DEFAULT = ("skyrmion", "bubble")
+"""Instance kinds the segmenter is trained to find and scored on."""
 
 _EPOCH_SALT = 0x45504F43  # "EPOC": the shared permutation of runs
 _SLOT_SALT = 0x534C4F54  # "SLOT": each slot's sample stream
@@ -100,6 +111,45 @@ def open_dataset_store(store: str | Path) -> zarr.Group:
 def _shard_len(array: zarr.Array) -> int:
     shards = getattr(array, "shards", None)
     return int((shards or array.chunks)[0])
+
+
+def untargeted_ids(
+    group: zarr.Group, target_kinds: tuple[str, ...] | list[str] | None
+) -> dict[int, np.ndarray]:
+    """Label ids that are not of ``target_kinds``, per store image index (images without any
+    are left out). ``None``: every instance is a target (an empty dict).
+
+    Reads ``instances/image``, ``instances/instance_id`` and ``instances/kind_code`` (with its
+    ``codes`` attribute, kind name -> code); InputError when the store lacks them or a kind is
+    unknown.
+    """
+    if target_kinds is None:
+        return {}
+    need = ("instances/image", "instances/instance_id", "instances/kind_code")
+    missing = [name for name in need if name not in group]
+    if missing:
+        raise InputError(
+            f"dataset store: missing array(s) {missing}, needed to keep only the instances of "
+            f"train.target_kinds {list(target_kinds)}"
+        )
+    codes = dict(group["instances/kind_code"].attrs.get("codes", {}))
+    unknown = sorted(set(target_kinds) - set(codes))
+    if unknown:
+        raise InputError(
+            f"train.target_kinds: unknown kind(s) {unknown}; the store has {sorted(codes)}"
+        )
+    image = np.asarray(group["instances/image"][:], dtype=np.int64)
+    ids = np.asarray(group["instances/instance_id"][:], dtype=np.int64)
+    kind = np.asarray(group["instances/kind_code"][:])
+    other = ~np.isin(kind, [codes[k] for k in target_kinds])
+    return {int(i): ids[other & (image == i)] for i in np.unique(image[other])}
+
+
+def _targets_only(labels: np.ndarray, drop: np.ndarray | None) -> np.ndarray:
+    """``labels`` with the ids in ``drop`` set to background (0)."""
+    if drop is None or drop.size == 0:
+        return labels
+    return np.where(np.isin(labels, drop), 0, labels).astype(labels.dtype, copy=False)
 
 
 def split_runs(
@@ -179,6 +229,7 @@ class TrainShardDataset(IterableDataset):
         batch_size: samples per slot are rounded down to a multiple of it (full batches).
         num_workers: DataLoader workers, only for ``len()``.
         rank, world_size: override torch.distributed (for tests).
+        target_kinds: instance kinds kept as targets (module docstring); ``None``: all.
     """
 
     def __init__(
@@ -193,10 +244,12 @@ class TrainShardDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         split: str = "train",
+        target_kinds: tuple[str, ...] | None = TARGET_KINDS_DEFAULT,
     ) -> None:
         super().__init__()
         group = open_dataset_store(store)
         self._reader = _StoreReader(store)
+        self._untargeted = untargeted_ids(group, target_kinds)
         self.augment = augment
         self.samples_per_epoch = int(samples_per_epoch)
         self.seed = int(seed)
@@ -274,7 +327,8 @@ class TrainShardDataset(IterableDataset):
                 a, b = runs[k]
                 imgs, labs = images[a:b], labels[a:b]
                 for j in rng.permutation(b - a):
-                    img, lab = augment_sample(imgs[j], labs[j], self.augment, rng)
+                    lab = _targets_only(labs[j], self._untargeted.get(a + int(j)))
+                    img, lab = augment_sample(imgs[j], lab, self.augment, rng)
                     item = _sample(img, lab)
                     item["index"] = a + int(j)
                     yield item
@@ -288,12 +342,19 @@ class EvalDataset(Dataset):
 
     Items: ``image`` and targets float32 (1, row, col) (image normalised with
     :func:`normalise_image`), ``labels`` int32 (row, col), ``pixel_size_nm`` float [nm],
-    ``index`` int (store image index).
+    ``index`` int (store image index). Instances not of ``target_kinds`` are background
+    (``None``: all instances are kept).
     """
 
-    def __init__(self, store: str | Path, split: str) -> None:
+    def __init__(
+        self,
+        store: str | Path,
+        split: str,
+        target_kinds: tuple[str, ...] | None = TARGET_KINDS_DEFAULT,
+    ) -> None:
         group = open_dataset_store(store)
         self._reader = _StoreReader(store)
+        self._untargeted = untargeted_ids(group, target_kinds)
         self.split = split
         self.indices = np.flatnonzero(group["split"][:] == SPLIT_CODES[split])
         self._pixel = np.asarray(group["pixel_size_nm"][:], dtype=np.float64)
@@ -304,17 +365,21 @@ class EvalDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         idx = int(self.indices[i])
         group = self._reader.group
-        item = _sample(np.asarray(group["images"][idx]), np.asarray(group["labels"][idx]))
+        labels = _targets_only(np.asarray(group["labels"][idx]), self._untargeted.get(idx))
+        item = _sample(np.asarray(group["images"][idx]), labels)
         item["pixel_size_nm"] = float(self._pixel[idx])
         item["index"] = idx
         return item
 
 
-def split_dataset(store: str | Path, split: str) -> EvalDataset:
-    """Full images of ``split`` (``train``, ``val`` or ``test``) in store order (may be empty)."""
+def split_dataset(
+    store: str | Path, split: str, target_kinds: tuple[str, ...] | None = TARGET_KINDS_DEFAULT
+) -> EvalDataset:
+    """Full images of ``split`` (``train``, ``val`` or ``test``) in store order (may be empty),
+    labels restricted to ``target_kinds`` (``None``: all instances)."""
     if split not in SPLIT_CODES:
         raise InputError(f"split: expected one of {sorted(SPLIT_CODES)}, got {split!r}")
-    return EvalDataset(store, split)
+    return EvalDataset(store, split, target_kinds)
 
 
 class EpochDataLoader(DataLoader):
@@ -346,6 +411,7 @@ class SkyrmionDataModule(pl.LightningDataModule):
             of ``world_size·max(num_workers, 1)·batch_size``, at least one batch per slot).
         seed: seed of the training stream.
         val_batch_size: val/test batch size (default ``batch_size``).
+        target_kinds: instance kinds kept as targets (module docstring); ``None``: all.
     """
 
     def __init__(
@@ -358,6 +424,7 @@ class SkyrmionDataModule(pl.LightningDataModule):
         samples_per_epoch: int,
         seed: int,
         val_batch_size: int | None = None,
+        target_kinds: tuple[str, ...] | None = TARGET_KINDS_DEFAULT,
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -377,6 +444,7 @@ class SkyrmionDataModule(pl.LightningDataModule):
         self.samples_per_epoch = int(samples_per_epoch)
         self.seed = int(seed)
         self.val_batch_size = int(val_batch_size or batch_size)
+        self.target_kinds = None if target_kinds is None else tuple(target_kinds)
         self._epoch = 0
         self.train_dataset: TrainShardDataset | None = None
         self.val_dataset: EvalDataset | None = None
@@ -396,6 +464,7 @@ class SkyrmionDataModule(pl.LightningDataModule):
                 seed=self.seed,
                 batch_size=self.batch_size,
                 num_workers=self.num_workers,
+                target_kinds=self.target_kinds,
             )
         if stage in (None, "fit", "validate") and self.val_dataset is None:
             self.val_dataset = self._eval("val")
@@ -403,7 +472,7 @@ class SkyrmionDataModule(pl.LightningDataModule):
             self.test_dataset = self._eval("test")
 
     def _eval(self, split: str) -> EvalDataset:
-        ds = EvalDataset(self.store, split)
+        ds = EvalDataset(self.store, split, self.target_kinds)
         if len(ds) == 0:
             raise InputError(f"{self.store}: split '{split}' has no images")
         return ds
@@ -470,6 +539,16 @@ class SkyrmionDataModule(pl.LightningDataModule):
     def _train_mask(self, group: zarr.Group) -> np.ndarray:
         return np.asarray(group["split"][:]) == SPLIT_CODES["train"]
 
+    def _target_rows(self, group: zarr.Group) -> np.ndarray:
+        """Rows of the instance table that are targets: of ``target_kinds``, in a train image."""
+        image = np.asarray(group["instances/image"][:], dtype=np.int64)
+        keep = self._train_mask(group)[image]
+        if self.target_kinds is not None and "instances/kind_code" in group:
+            codes = dict(group["instances/kind_code"].attrs.get("codes", {}))
+            wanted = [codes[k] for k in self.target_kinds if k in codes]
+            keep &= np.isin(np.asarray(group["instances/kind_code"][:]), wanted)
+        return keep
+
     @property
     def pixel_size_nm(self) -> dict[str, float]:
         """min, median and max pixel size [nm] of the training images."""
@@ -483,8 +562,9 @@ class SkyrmionDataModule(pl.LightningDataModule):
     def train_diameter_px(self) -> float:
         """Median equivalent diameter [px] of the training instances, 2·r_eq/pixel size.
 
-        Instances touching the image border are left out when ``instances/touches_border``
-        exists (their area is cut), unless that leaves none. Inference rescales experimental
+        Only target instances count; those touching the image border are left out when
+        ``instances/touches_border`` exists (their area is cut), unless that leaves none.
+        Inference rescales experimental
         images so that their skyrmions have this diameter.
         """
         if self._diameter is None:
@@ -496,7 +576,7 @@ class SkyrmionDataModule(pl.LightningDataModule):
             image = np.asarray(group["instances/image"][:], dtype=np.int64)
             radius = np.asarray(group["instances/equivalent_radius_nm"][:], dtype=np.float64)
             px = np.asarray(group["pixel_size_nm"][:], dtype=np.float64)
-            keep = self._train_mask(group)[image]
+            keep = self._target_rows(group)
             if "instances/touches_border" in group:
                 inner = keep & ~np.asarray(group["instances/touches_border"][:], dtype=bool)
                 keep = inner if inner.any() else keep
@@ -507,10 +587,10 @@ class SkyrmionDataModule(pl.LightningDataModule):
 
     @property
     def train_nn_distance_px(self) -> float | None:
-        """Median nearest-neighbour distance [px] between skyrmion centroids in the training
-        images (periodic films are not wrapped: the image is a window). Inference rescales an
-        experimental lattice so that its FFT nearest-neighbour distance equals this; ``None``
-        when no training image holds two instances."""
+        """Median nearest-neighbour distance [px] between target-instance centroids in the
+        training images (periodic films are not wrapped: the image is a window). Inference
+        rescales an experimental lattice so that its FFT nearest-neighbour distance equals
+        this; ``None`` when no training image holds two instances."""
         from scipy.spatial import cKDTree
 
         group = open_dataset_store(self.store)
@@ -522,10 +602,10 @@ class SkyrmionDataModule(pl.LightningDataModule):
             ],
             axis=1,
         )
-        train = self._train_mask(group)
+        keep = self._target_rows(group)
         distances = []
-        for i in np.unique(image[train[image]]):
-            pts = rc[image == i]
+        for i in np.unique(image[keep]):
+            pts = rc[keep & (image == i)]
             if len(pts) >= 2:
                 distances.append(cKDTree(pts).query(pts, k=2)[0][:, 1])
         return float(np.median(np.concatenate(distances))) if distances else None

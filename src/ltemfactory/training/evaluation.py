@@ -5,7 +5,8 @@ IoU 0.3/0.5/0.7 for the model's own decoder and, for the instance formulation, f
 baseline (the same foreground map decoded by connected components: the ablation) — and
 ``<split>_grid.png`` (image | truth | prediction for a few images). When the model directory
 names an MLflow run, the metrics (``test/f1_50``, ...) and the grid are logged to that run and
-the registered model version is tagged with the headline scores.
+the registered model version is tagged with the headline scores. The truth holds the instance
+kinds the model was trained to find (``Predictor.target_kinds``).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def evaluate(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     predictor.to(device)
-    data = split_dataset(dataset, split)
+    data = split_dataset(dataset, split, predictor.target_kinds)
     if len(data) == 0:
         raise InputError(f"{dataset}: the {split} split has no images")
 

@@ -146,6 +146,13 @@ class Predictor:
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
+    @property
+    def target_kinds(self) -> tuple[str, ...] | None:
+        """Instance kinds the model was trained to find (``metadata["target_kinds"]``); ``None``
+        for models trained on every reversed domain."""
+        kinds = self.metadata.get("target_kinds")
+        return None if kinds is None else tuple(kinds)
+
     def to(self, device: str | torch.device) -> Predictor:
         self.network.to(device)
         return self

@@ -149,6 +149,7 @@ def train(
         num_workers=t["num_workers"],
         samples_per_epoch=t["samples_per_epoch"],
         seed=seed,
+        target_kinds=tuple(t["target_kinds"]),
     )
     dm.setup("fit")
     formulation = t["formulation"]
@@ -167,6 +168,7 @@ def train(
             "dataset": str(dataset),
             "train_nn_distance_px": dm.train_nn_distance_px,
             "train_pixel_size_nm": dm.pixel_size_nm["median"],
+            "target_kinds": list(t["target_kinds"]),
         },
     )
 

@@ -5,7 +5,10 @@ Differences from the original, chosen for small batches of noisy single-channel 
 padded 3×3 convolutions (output size = input size), GroupNorm instead of no normalisation
 (BatchNorm statistics are poor at batch sizes of 4–16 and differ between DDP ranks), SiLU
 activations, and bilinear upsampling followed by a 1×1 convolution instead of transposed
-convolutions (no checkerboard artefacts). Input height and width must be multiples of
+convolutions (no checkerboard artefacts). Weights and activations are kept channels-last
+(``torch.channels_last``): about 1.4x faster training on CPU (oneDNN, measured on 2 cores:
+187 vs 137 crops/s for depth 3, width 16, 64 px) and what tensor cores want for mixed precision
+on GPU; inputs may come in any layout. Input height and width must be multiples of
 ``2**(depth - 1)`` (:func:`pad_to_multiple` does that for arbitrary images).
 
 Tensors are (batch, channel, row, col).
@@ -120,6 +123,7 @@ class UNet(nn.Module):
             [_Up(widths[i + 1], widths[i], widths[i], g) for i in reversed(range(c.depth - 1))]
         )
         self.head = nn.Conv2d(widths[0], c.out_channels, 1)
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.config.multiple
@@ -128,6 +132,7 @@ class UNet(nn.Module):
                 f"UNet input: expected (N, C, H, W) with H, W multiples of {m}, "
                 f"got {tuple(x.shape)}"
             )
+        x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
