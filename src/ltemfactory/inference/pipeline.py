@@ -297,6 +297,18 @@ def _multiple(predictor: PredictorLike) -> int:
     return int(getattr(config, "multiple", 1))
 
 
+def _check_priors(lowpass_sigma_a: float, min_diameter_fraction: float) -> None:
+    """InputError unless both priors are finite numbers >= 0."""
+    for name, value in (
+        ("lowpass_sigma_a", lowpass_sigma_a),
+        ("min_diameter_fraction", min_diameter_fraction),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise InputError(f"{name}: expected a number >= 0, got {value!r}")
+        if not math.isfinite(value):
+            raise InputError(f"{name}: expected a finite number, got {value!r}")
+
+
 def size_priors(
     mscale: Mapping[str, Any], lowpass_sigma_a: float, min_diameter_fraction: float
 ) -> dict[str, Any]:
@@ -308,14 +320,7 @@ def size_priors(
     smallest kept instance ``min_diameter_fraction``·d. A length the model does not record is
     ``None`` (that step is skipped, with a warning when it was asked for).
     """
-    for name, value in (
-        ("lowpass_sigma_a", lowpass_sigma_a),
-        ("min_diameter_fraction", min_diameter_fraction),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise InputError(f"{name}: expected a number >= 0, got {value!r}")
-        if not math.isfinite(value):
-            raise InputError(f"{name}: expected a finite number, got {value!r}")
+    _check_priors(lowpass_sigma_a, min_diameter_fraction)
     out: dict[str, Any] = {
         "lowpass_sigma_a": float(lowpass_sigma_a),
         "lowpass_sigma_model_px": None,
@@ -888,7 +893,7 @@ def infer_image(
         InputError: bad file or arguments; nothing is written then.
     """
     _check_tiling(tile_px, overlap_px)
-    size_priors({}, lowpass_sigma_a, min_diameter_fraction)  # check before reading
+    _check_priors(lowpass_sigma_a, min_diameter_fraction)
     tilt = _check_angle(tilt_axis_deg)
     img = read_image(path, frame=frame, pixel_size_nm=pixel_size_nm)
     if name is None:
@@ -960,7 +965,7 @@ def infer_images(
     """
     start = time.perf_counter()
     _check_tiling(tile_px, overlap_px)
-    size_priors({}, lowpass_sigma_a, min_diameter_fraction)
+    _check_priors(lowpass_sigma_a, min_diameter_fraction)
     tilt = _check_angle(tilt_axis_deg)
     if pixel_size_nm is not None and _positive(pixel_size_nm) is None:
         raise InputError(f"pixel_size_nm: expected a positive length [nm], got {pixel_size_nm!r}")
