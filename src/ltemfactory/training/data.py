@@ -132,17 +132,23 @@ def untargeted_ids(
             f"dataset store: missing array(s) {missing}, needed to keep only the instances of "
             f"train.target_kinds {list(target_kinds)}"
         )
+    image = np.asarray(group["instances/image"][:], dtype=np.int64)
+    ids = np.asarray(group["instances/instance_id"][:], dtype=np.int64)
+    other = ~_of_kinds(group, target_kinds)
+    return {int(i): ids[other & (image == i)] for i in np.unique(image[other])}
+
+
+def _of_kinds(group: zarr.Group, target_kinds: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Per row of the instance table: is its ``instances/kind_code`` one of ``target_kinds``
+    (names decoded by the array's ``codes`` attribute)? InputError for an unknown kind."""
     codes = dict(group["instances/kind_code"].attrs.get("codes", {}))
     unknown = sorted(set(target_kinds) - set(codes))
     if unknown:
         raise InputError(
             f"train.target_kinds: unknown kind(s) {unknown}; the store has {sorted(codes)}"
         )
-    image = np.asarray(group["instances/image"][:], dtype=np.int64)
-    ids = np.asarray(group["instances/instance_id"][:], dtype=np.int64)
     kind = np.asarray(group["instances/kind_code"][:])
-    other = ~np.isin(kind, [codes[k] for k in target_kinds])
-    return {int(i): ids[other & (image == i)] for i in np.unique(image[other])}
+    return np.isin(kind, [codes[k] for k in target_kinds])
 
 
 def _targets_only(labels: np.ndarray, drop: np.ndarray | None) -> np.ndarray:
@@ -544,9 +550,7 @@ class SkyrmionDataModule(pl.LightningDataModule):
         image = np.asarray(group["instances/image"][:], dtype=np.int64)
         keep = self._train_mask(group)[image]
         if self.target_kinds is not None and "instances/kind_code" in group:
-            codes = dict(group["instances/kind_code"].attrs.get("codes", {}))
-            wanted = [codes[k] for k in self.target_kinds if k in codes]
-            keep &= np.isin(np.asarray(group["instances/kind_code"][:]), wanted)
+            keep &= _of_kinds(group, self.target_kinds)
         return keep
 
     @property
@@ -564,8 +568,7 @@ class SkyrmionDataModule(pl.LightningDataModule):
 
         Only target instances count; those touching the image border are left out when
         ``instances/touches_border`` exists (their area is cut), unless that leaves none.
-        Inference rescales experimental
-        images so that their skyrmions have this diameter.
+        Inference rescales experimental images so that their skyrmions have this diameter.
         """
         if self._diameter is None:
             group = open_dataset_store(self.store)
