@@ -11,9 +11,10 @@ Prints one JSON document with, per device (the CPU, and CUDA when available):
   (decoding always runs on the CPU).
 
 With ``--dataset STORE`` it also times the data pipeline alone (shard reads, augmentation and
-target encoding; ``loader_images_per_s``) for 0 and 2 worker processes.
+target encoding; ``loader_images_per_s``) for each count of loader processes in ``--workers``.
 
-Usage: ``python benchmarks/train.py [--crop 64] [--batch 16] [--seconds 10] [--dataset STORE]``.
+Usage: ``python benchmarks/train.py [--crop 64] [--batch 16] [--depth 3] [--width 16]
+[--seconds 10] [--devices cpu cuda] [--dataset STORE] [--workers 0 2]``.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train_throughput(device: torch.device, crop: int, batch: int, seconds: float) -> dict:
-    module = SkyrmionSegmenter(UNet(UNetConfig()), normalisation=NORMALISATION).to(device)
+def train_throughput(
+    device: torch.device, network: UNetConfig, crop: int, batch: int, seconds: float
+) -> dict:
+    module = SkyrmionSegmenter(UNet(network), normalisation=NORMALISATION).to(device)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
     precision = resolve_precision("auto", "gpu" if device.type == "cuda" else "cpu")
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
@@ -80,10 +83,10 @@ def train_throughput(device: torch.device, crop: int, batch: int, seconds: float
     return {"train_images_per_s": n * batch / elapsed, "precision": precision, "steps": n}
 
 
-def infer_latency(device: torch.device, seconds: float) -> dict:
-    predictor = Predictor(
-        UNet(UNetConfig()), formulation="instance", normalisation=NORMALISATION
-    ).to(device)
+def infer_latency(device: torch.device, network: UNetConfig, seconds: float) -> dict:
+    predictor = Predictor(UNet(network), formulation="instance", normalisation=NORMALISATION).to(
+        device
+    )
     image = predictor.normalise(np.random.default_rng(1).gamma(50, 1 / 50, (512, 512)))[None, None]
     predictor.maps(image)
     _sync(device)
@@ -99,17 +102,19 @@ def infer_latency(device: torch.device, seconds: float) -> dict:
     return {"infer_ms_per_512": 1e3 * float(np.median(times)), "decode_ms_per_512": 1e3 * decode_s}
 
 
-def loader_throughput(store: str, crop: int, batch: int, seconds: float) -> dict:
+def loader_throughput(
+    store: str, crop: int, batch: int, seconds: float, workers: list[int]
+) -> dict:
     from ltemfactory.training.augment import AugmentConfig
     from ltemfactory.training.data import SkyrmionDataModule
 
     out = {}
-    for workers in (0, 2):
+    for n_workers in workers:
         dm = SkyrmionDataModule(
             store,
             augment=AugmentConfig(crop_px=crop),
             batch_size=batch,
-            num_workers=workers,
+            num_workers=n_workers,
             samples_per_epoch=100_000,
             seed=0,
         )
@@ -119,7 +124,7 @@ def loader_throughput(store: str, crop: int, batch: int, seconds: float) -> dict
             n += b["image"].shape[0]
             if time.perf_counter() - start > seconds:
                 break
-        out[f"loader_images_per_s_workers{workers}"] = n / (time.perf_counter() - start)
+        out[f"loader_images_per_s_workers{n_workers}"] = n / (time.perf_counter() - start)
     return out
 
 
@@ -129,16 +134,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--depth", type=int, default=UNetConfig.depth, help="U-Net depth")
+    parser.add_argument("--width", type=int, default=UNetConfig.width, help="U-Net base width")
+    parser.add_argument("--devices", nargs="+", help="default: cpu (+ cuda when available)")
     parser.add_argument("--dataset", help="dataset store for the data-pipeline timing")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[0, 2], help="loader processes to time"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = [torch.device("cpu")]
-    if torch.cuda.is_available():
-        devices.append(torch.device("cuda"))
+    names = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = [torch.device(name) for name in names]
+    network = UNetConfig(depth=args.depth, width=args.width)
     result = {
         "benchmark": "train",
-        "network": UNetConfig().to_dict(),
+        "network": network.to_dict(),
         "crop_px": args.crop,
         "batch": args.batch,
         "cpu": platform.processor() or platform.machine(),
@@ -146,13 +157,15 @@ def main() -> None:
         "devices": {},
     }
     for device in devices:
-        entry = train_throughput(device, args.crop, args.batch, args.seconds)
-        entry.update(infer_latency(device, args.seconds / 2))
+        entry = train_throughput(device, network, args.crop, args.batch, args.seconds)
+        entry.update(infer_latency(device, network, args.seconds / 2))
         if device.type == "cuda":
             entry["gpu"] = torch.cuda.get_device_name(device)
         result["devices"][device.type] = entry
     if args.dataset:
-        result.update(loader_throughput(args.dataset, args.crop, args.batch, args.seconds))
+        result.update(
+            loader_throughput(args.dataset, args.crop, args.batch, args.seconds, args.workers)
+        )
     print(json.dumps(result, indent=2))
 
 
