@@ -144,6 +144,10 @@ def test_model_is_trained_tracked_and_evaluated(tiny_run):
     assert (model / "model.pt").is_file() and (model / "best.ckpt").is_file()
     summary = json.loads((model / "train_summary.json").read_text())
     assert summary["global_step"] == 2 * 2  # 2 epochs x (8 samples / batch 4)
+    assert summary["symmetrise"] is True  # the schema default, stored with the model
+    from ltemfactory.training.predictor import Predictor
+
+    assert Predictor.load(model / "model.pt").symmetrise
     evaluation = json.loads(
         produced(results / "evaluation" / "test_metrics.json", first).read_text()
     )

@@ -66,6 +66,7 @@ __all__ = [
     "instance_holes",
     "instance_table",
     "label_render_store",
+    "region_ellipses",
     "sample_instances",
     "semantic_mask",
 ]
@@ -420,24 +421,10 @@ def instance_table(
     count = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
     if np.any(count == 0):
         raise InputError("labels: ids must be contiguous 1..N")
-    if periodic:
-        rows, cols = _unwrapped_coordinates(labels)
-    else:
-        rows, cols = np.indices(labels.shape, dtype=np.float64)
-
-    def mean(values: np.ndarray) -> np.ndarray:
-        return np.bincount(flat, weights=values.ravel(), minlength=n + 1)[1:] / count
-
-    r0, c0 = mean(rows), mean(cols)
-    dr = rows - np.concatenate([[0.0], r0])[labels]
-    dc = cols - np.concatenate([[0.0], c0])[labels]
-    srr, scc, src = mean(dr * dr), mean(dc * dc), mean(dr * dc)
-    half = np.sqrt(((scc - srr) / 2) ** 2 + src**2)
-    l1 = (scc + srr) / 2 + half
-    l2 = np.maximum((scc + srr) / 2 - half, 0.0)
-    major = 4 * np.sqrt(l1) * px
-    minor = 4 * np.sqrt(l2) * px
-    orientation = 0.5 * np.degrees(np.arctan2(2 * src, scc - srr))
+    ellipses = region_ellipses(labels, *(_unwrapped_coordinates(labels) if periodic else ()))
+    r0, c0 = ellipses["centroid_row_px"], ellipses["centroid_col_px"]
+    major, minor = ellipses["major_axis_px"] * px, ellipses["minor_axis_px"] * px
+    orientation = ellipses["orientation_deg"]
     if periodic:
         r0, c0 = np.mod(r0, ny), np.mod(c0, nx)
         border = np.zeros(n, dtype=bool)
@@ -478,6 +465,49 @@ def instance_table(
         "touches_border": border,
         "kind": kind,
         "kind_code": code,
+    }
+
+
+def region_ellipses(
+    labels: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Pixel count, centroid and ellipse of equal second moments of every id 1..max(labels).
+
+    Args:
+        labels: integer label image (row, col), 0 background, ids >= 0.
+        rows, cols: float pixel coordinates of every pixel (default: the indices); pass
+            unwrapped ones to measure instances that straddle periodic edges.
+
+    Returns:
+        Arrays of length max(labels) for ids 1..max: ``count`` (pixels), ``centroid_row_px``,
+        ``centroid_col_px``, the full axes ``major_axis_px`` >= ``minor_axis_px`` =
+        4·sqrt(eigenvalue of the covariance) (skimage's ``axis_major_length``), and
+        ``orientation_deg`` of the major axis from +x (columns) toward +y (rows) in (−90, 90].
+        NaN for ids without pixels. One ``np.bincount`` per moment, no per-instance loop.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max(initial=0))
+    if rows is None or cols is None:
+        rows, cols = np.indices(labels.shape, dtype=np.float64)
+    flat = labels.ravel()
+    count = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.bincount(flat, weights=values.ravel(), minlength=n + 1)[1:] / count
+
+    r0, c0 = mean(rows), mean(cols)
+    dr = rows - np.concatenate([[0.0], r0])[labels]
+    dc = cols - np.concatenate([[0.0], c0])[labels]
+    srr, scc, src = mean(dr * dr), mean(dc * dc), mean(dr * dc)
+    half = np.sqrt(((scc - srr) / 2) ** 2 + src**2)
+    return {
+        "count": count,
+        "centroid_row_px": r0,
+        "centroid_col_px": c0,
+        "major_axis_px": 4 * np.sqrt((scc + srr) / 2 + half),
+        "minor_axis_px": 4 * np.sqrt(np.maximum((scc + srr) / 2 - half, 0.0)),
+        "orientation_deg": 0.5 * np.degrees(np.arctan2(2 * src, scc - srr)),
     }
 
 

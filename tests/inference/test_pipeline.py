@@ -435,6 +435,7 @@ def test_model_loads_from_the_mlflow_registry(tmp_path, tiny_model_dir):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
     predictor = Predictor.load(tiny_model_dir / "model.pt")
+    predictor.symmetrise = True  # a predictor setting the registry route must carry too
     try:
         setup_tracking(TrackingConfig(uri, str(tmp_path / "artifacts"), "t", "skyrmion-test"))
         with mlflow.start_run() as run:
@@ -448,7 +449,7 @@ def test_model_loads_from_the_mlflow_registry(tmp_path, tiny_model_dir):
     finally:
         mlflow.set_tracking_uri(previous)
     loaded = load_predictor("models:/skyrmion-test/latest", tracking_uri=uri)
-    assert loaded.formulation == predictor.formulation
+    assert loaded.formulation == predictor.formulation and loaded.symmetrise
     assert loaded.metadata["train_nn_distance_px"] == TRAIN_NN_PX
     x = np.random.default_rng(0).normal(size=(2, 1, 40, 48)).astype(np.float32)
     for name, value in predictor.maps(x).items():

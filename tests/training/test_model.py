@@ -66,9 +66,11 @@ def test_predictor_round_trip_gives_identical_maps(tmp_path):
         normalisation=NORMALISATION,
         train_diameter_px=9.5,
         metadata={"dataset_fingerprint": "abc"},
+        symmetrise=True,
     )
     path = p.save(tmp_path / "model.pt")
     q = Predictor.load(path)
+    assert q.symmetrise
     image = np.random.default_rng(1).gamma(20, 1 / 20, (37, 50)).astype(np.float32)
     x = p.normalise(image)[None, None]
     a, b = p.maps(x), q.maps(x)
@@ -77,6 +79,43 @@ def test_predictor_round_trip_gives_identical_maps(tmp_path):
         np.testing.assert_array_equal(a[key], b[key])
     assert q.train_diameter_px == 9.5 and q.metadata["dataset_fingerprint"] == "abc"
     assert q.segment(image).shape == image.shape
+
+
+def test_a_model_saved_before_symmetrisation_existed_loads_without_it(tmp_path):
+    p = Predictor(
+        UNet(UNetConfig(depth=2, width=4, groups=2)),
+        formulation="instance",
+        normalisation=NORMALISATION,
+        symmetrise=True,
+    )
+    state = p.state()
+    del state["symmetrise"]
+    torch.save(state, tmp_path / "old.pt")
+    assert not Predictor.load(tmp_path / "old.pt").symmetrise
+
+
+def _flipped(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    return np.ascontiguousarray(np.flip(a, axes)) if axes else a
+
+
+def test_symmetrised_maps_average_the_four_flips_and_are_flip_equivariant():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(depth=3, width=4, groups=2))
+    plain = Predictor(net, formulation="instance", normalisation=NORMALISATION)
+    sym = Predictor(net, formulation="instance", normalisation=NORMALISATION, symmetrise=True)
+    x = np.random.default_rng(3).normal(size=(2, 1, 36, 52)).astype(np.float32)  # 4-multiples
+    flips = [(), (-2,), (-1,), (-2, -1)]
+    got = sym.maps(x)
+    for name in FORMULATIONS["instance"]:
+        mean = np.mean([_flipped(plain.maps(_flipped(x, f))[name], f) for f in flips], axis=0)
+        np.testing.assert_allclose(got[name], mean, atol=1e-6)
+        for f in flips[1:]:  # the maps of a flipped image are the flipped maps
+            np.testing.assert_allclose(
+                sym.maps(_flipped(x, f))[name], _flipped(got[name], f), atol=1e-6
+            )
+    # a plain (random) network is not equivariant, so the checks above can fail
+    fg = plain.maps(_flipped(x, (-1,)))["foreground"]
+    assert not np.allclose(fg, _flipped(plain.maps(x)["foreground"], (-1,)), atol=1e-3)
 
 
 def test_predictor_load_rejects_other_files(tmp_path):

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from skimage.measure import regionprops_table
 from skimage.segmentation import find_boundaries
 
 from ltemfactory.errors import InputError
 from ltemfactory.files import atomic_path, write_text_atomic
+from ltemfactory.labels import region_ellipses
 
 __all__ = [
     "INSTANCE_COLUMNS",
@@ -111,24 +111,16 @@ def instance_rows(
     """One dict per instance (ascending id) with the columns of :data:`INSTANCE_COLUMNS`.
 
     Centroid = mean pixel index; area = pixel count; equivalent radius r = √(area/π) and
-    diameter 2r; ellipse axes = full axes of the ellipse of equal second moments (skimage
-    ``axis_major_length``); orientation of the major axis from +x (columns) toward +y (rows) in
-    (−90, 90] (the convention of :func:`ltemfactory.labels.instance_table`); eccentricity of
-    that ellipse; ``touches_border``: a pixel on the first/last row/column. nm columns are None
-    without a pixel size, ``mean_intensity`` is None without an image.
+    diameter 2r; ellipse axes = full axes of the ellipse of equal second moments and the
+    orientation of its major axis from +x (columns) toward +y (rows) in (−90, 90]
+    (:func:`ltemfactory.labels.region_ellipses`, the convention of
+    :func:`ltemfactory.labels.instance_table`); eccentricity of that ellipse;
+    ``touches_border``: a pixel on the first/last row/column. nm columns are None without a
+    pixel size, ``mean_intensity`` is None without an image. Vectorised over instances
+    (thousands per image).
     """
     lab = _check_labels(labels)
     px = _check_pixel_size(pixel_size_nm)
-    props = [
-        "label",
-        "area",
-        "centroid",
-        "axis_major_length",
-        "axis_minor_length",
-        "orientation",
-        "eccentricity",
-        "bbox",
-    ]
     intensity = None
     if image is not None:
         intensity = np.asarray(image, dtype=np.float64)
@@ -136,34 +128,36 @@ def instance_rows(
             raise InputError(
                 f"image: expected the labels' shape {lab.shape}, got {intensity.shape}"
             )
-        props.append("intensity_mean")
     if not lab.any():
         return []
-    t = regionprops_table(lab, intensity_image=intensity, properties=props)
-    rows, cols = lab.shape
+    e = region_ellipses(lab)
+    ids = np.flatnonzero(e["count"]) + 1
+    pick = {k: v[ids - 1] for k, v in e.items()}
+    n = int(lab.max())
+    flat = lab.ravel()
+    edge = np.zeros(lab.shape, dtype=bool)
+    edge[[0, -1], :] = True
+    edge[:, [0, -1]] = True
+    border = (np.bincount(flat[edge.ravel()], minlength=n + 1) > 0)[ids]
+    mean_intensity = None
+    if intensity is not None:
+        sums = np.bincount(flat, weights=intensity.ravel(), minlength=n + 1)[ids]
+        mean_intensity = sums / pick["count"]
+    major, minor = pick["major_axis_px"], pick["minor_axis_px"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ecc = np.where(major > 0, np.sqrt(np.clip(1 - (minor / major) ** 2, 0, 1)), 0.0)
+
+    def nm(v: float, power: int = 1) -> float | None:
+        return None if px is None else v * px**power
+
     out = []
-    for i in range(len(t["label"])):
-        r0, c0 = float(t["centroid-0"][i]), float(t["centroid-1"][i])
-        area = float(t["area"][i])
+    for i, label in enumerate(ids):
+        r0, c0 = float(pick["centroid_row_px"][i]), float(pick["centroid_col_px"][i])
+        area = float(pick["count"][i])
         radius = math.sqrt(area / math.pi)
-        major, minor = float(t["axis_major_length"][i]), float(t["axis_minor_length"][i])
-        # skimage measures from the row axis, toward the column axis; ours from +x toward +y
-        theta = 90.0 - math.degrees(float(t["orientation"][i]))
-        if theta > 90.0:
-            theta -= 180.0
-        border = (
-            t["bbox-0"][i] == 0
-            or t["bbox-1"][i] == 0
-            or t["bbox-2"][i] == rows
-            or t["bbox-3"][i] == cols
-        )
-
-        def nm(v: float, power: int = 1) -> float | None:
-            return None if px is None else v * px**power
-
         out.append(
             {
-                "instance_id": int(t["label"][i]),
+                "instance_id": int(label),
                 "centroid_row_px": r0,
                 "centroid_col_px": c0,
                 "centroid_x_nm": nm(c0 + 0.5),
@@ -174,14 +168,14 @@ def instance_rows(
                 "equivalent_radius_nm": nm(radius),
                 "equivalent_diameter_px": 2 * radius,
                 "equivalent_diameter_nm": nm(2 * radius),
-                "major_axis_px": major,
-                "minor_axis_px": minor,
-                "major_axis_nm": nm(major),
-                "minor_axis_nm": nm(minor),
-                "orientation_deg": theta,
-                "eccentricity": float(t["eccentricity"][i]),
-                "touches_border": bool(border),
-                "mean_intensity": None if intensity is None else float(t["intensity_mean"][i]),
+                "major_axis_px": float(major[i]),
+                "minor_axis_px": float(minor[i]),
+                "major_axis_nm": nm(float(major[i])),
+                "minor_axis_nm": nm(float(minor[i])),
+                "orientation_deg": float(pick["orientation_deg"][i]),
+                "eccentricity": float(ecc[i]),
+                "touches_border": bool(border[i]),
+                "mean_intensity": None if mean_intensity is None else float(mean_intensity[i]),
             }
         )
     return out
@@ -345,8 +339,8 @@ def _annotation_layer(
 def _write_png(path: str | Path, rgb8: np.ndarray) -> None:
     from PIL import Image
 
-    with atomic_path(path) as tmp:
-        Image.fromarray(rgb8).save(tmp, format="PNG")
+    with atomic_path(path) as tmp:  # zlib level 1: ~4x faster than the default 6, ~20 % larger
+        Image.fromarray(rgb8).save(tmp, format="PNG", compress_level=1)
 
 
 def overlay_png(

@@ -43,6 +43,7 @@ __all__ = [
     "Predictor",
     "decode_maps",
     "maps_from_logits",
+    "maps_from_probabilities",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,16 +83,21 @@ def decode_params(decode: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**DECODE_DEFAULTS, **decode}
 
 
+def maps_from_probabilities(probs: torch.Tensor, formulation: str) -> dict[str, np.ndarray]:
+    """Named probability maps, float32 numpy (N, row, col) each, from (N, C, row, col)."""
+    names = FORMULATIONS[check_formulation(formulation)]
+    if probs.ndim != 4 or probs.shape[1] != len(names):
+        raise InputError(
+            f"maps: expected (N, {len(names)}, row, col) for the {formulation} formulation, "
+            f"got {tuple(probs.shape)}"
+        )
+    out = probs.detach().float().cpu().numpy()
+    return {name: out[:, i] for i, name in enumerate(names)}
+
+
 def maps_from_logits(logits: torch.Tensor, formulation: str) -> dict[str, np.ndarray]:
     """Probability maps, float32 numpy (N, row, col) each, from (N, C, row, col) logits."""
-    names = FORMULATIONS[check_formulation(formulation)]
-    if logits.ndim != 4 or logits.shape[1] != len(names):
-        raise InputError(
-            f"logits: expected (N, {len(names)}, row, col) for the {formulation} formulation, "
-            f"got {tuple(logits.shape)}"
-        )
-    probs = torch.sigmoid(logits.detach().float()).cpu().numpy()
-    return {name: probs[:, i] for i, name in enumerate(names)}
+    return maps_from_probabilities(torch.sigmoid(logits.detach().float()), formulation)
 
 
 def decode_maps(
@@ -117,6 +123,8 @@ class Predictor:
         train_diameter_px: median skyrmion equivalent diameter [px] in the training split; an
             experimental image is best resampled so its skyrmions have about this size.
         metadata: free-form JSON-serialisable provenance (dataset fingerprint, run id, ...).
+        symmetrise: average the probability maps over the image's four flips (see
+            :meth:`maps`); 4× the network cost.
     """
 
     def __init__(
@@ -128,6 +136,7 @@ class Predictor:
         decode: Mapping[str, Any] | None = None,
         train_diameter_px: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        symmetrise: bool = False,
     ) -> None:
         self.formulation = check_formulation(formulation)
         n_out = len(FORMULATIONS[formulation])
@@ -141,6 +150,7 @@ class Predictor:
         self.decode = decode_params(decode)
         self.train_diameter_px = None if train_diameter_px is None else float(train_diameter_px)
         self.metadata = dict(metadata or {})
+        self.symmetrise = bool(symmetrise)
 
     @property
     def device(self) -> torch.device:
@@ -165,13 +175,28 @@ class Predictor:
     def maps(self, normalised: np.ndarray) -> dict[str, np.ndarray]:
         """Probability maps (N, row, col) of normalised images (N, 1, row, col), any size.
 
-        The images are reflect-padded to the network's size multiple and cropped back.
+        The images are reflect-padded to the network's size multiple and cropped back. With
+        :attr:`symmetrise`, the four flips of each image (identity, rows, columns, both: the
+        symmetries of a rectangle, which keep any image shape) go through the network as one
+        batch, each output is flipped back, and the probabilities are averaged: the maps are
+        then flip-equivariant (exactly for sizes that are multiples of the network's size
+        multiple; others are padded at the bottom/right first). The eight symmetries of the
+        square would need square tiles and, measured, lost skyrmions in the experimental image
+        (README, Training).
         """
         x = torch.as_tensor(np.asarray(normalised, dtype=np.float32), device=self.device)
         if x.ndim != 4 or x.shape[1] != 1:
             raise InputError(f"images: expected (N, 1, row, col), got {tuple(x.shape)}")
         x, (rows, cols) = pad_to_multiple(x, self.network.config.multiple)
-        return maps_from_logits(self.network(x)[..., :rows, :cols], self.formulation)
+        if not self.symmetrise:
+            return maps_from_logits(self.network(x)[..., :rows, :cols], self.formulation)
+        flips = ((), (-2,), (-1,), (-2, -1))
+        out = self.network(torch.cat([x.flip(f) if f else x for f in flips]))
+        probs = sum(
+            torch.sigmoid(part.float()).flip(f) if f else torch.sigmoid(part.float())
+            for f, part in zip(flips, out.chunk(len(flips)), strict=True)
+        )
+        return maps_from_probabilities(probs[..., :rows, :cols] / len(flips), self.formulation)
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Instance labels int32 (row, col) of one raw image (row, col), in one network pass."""
@@ -193,6 +218,7 @@ class Predictor:
             "decode": self.decode,
             "train_diameter_px": self.train_diameter_px,
             "metadata": self.metadata,
+            "symmetrise": self.symmetrise,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -215,6 +241,7 @@ class Predictor:
             decode=state["decode"],
             train_diameter_px=state["train_diameter_px"],
             metadata=state["metadata"],
+            symmetrise=bool(state.get("symmetrise", False)),  # absent before it existed
         )
 
     @classmethod

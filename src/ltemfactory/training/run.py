@@ -236,6 +236,7 @@ def train(
     best = load_checkpoint(best_path)
     predictor = best.predictor()
     predictor.metadata.update({"run_id": run_id, "digest": digest})
+    predictor.symmetrise = t["symmetrise"]  # before decoder tuning: tuned on the maps it will use
     tuned = {}
     if t["tune_decoder"]:
         predictor.decode, tuned_f1, default_f1 = tune_predictor_on_split(predictor, dataset, "val")
@@ -280,6 +281,7 @@ def train(
         "train_images_per_s": samples / wall_s if wall_s > 0 else None,
         "train_diameter_px": dm.train_diameter_px,
         "decode": predictor.decode,
+        "symmetrise": predictor.symmetrise,
         "decoder_tuning": tuned,
     }
     write_json(out_dir / "train_summary.json", summary)
