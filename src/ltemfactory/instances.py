@@ -41,6 +41,7 @@ from skimage.segmentation import watershed
 from ltemfactory.errors import InputError
 
 __all__ = [
+    "MIN_DIAMETER_FRACTION",
     "REFINE_MARGIN",
     "TARGET_KEYS",
     "decode_binary_baseline",
@@ -307,6 +308,13 @@ def drop_small_instances(labels: np.ndarray, min_area_px: int) -> np.ndarray:
         return relabel_raster(np.where(small[lab], 0, lab))
 
     return one(labels) if labels.ndim == 2 else np.stack([one(lab) for lab in labels])
+
+
+MIN_DIAMETER_FRACTION = 0.5
+"""Smallest instance a trained model reports, as a fraction of the median training skyrmion
+diameter [1]: images are segmented at the training scale, so an instance of half the typical
+diameter (a quarter of the area) is a noise blob, not a skyrmion. Measured on the demo's
+val/test splits: F1@0.5 0.843/0.828 without it, 0.852/0.853 with it."""
 
 
 def drop_undersized_instances(labels: np.ndarray, min_diameter_px: float) -> np.ndarray:

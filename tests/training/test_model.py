@@ -127,6 +127,30 @@ def test_predictor_load_rejects_other_files(tmp_path):
         Predictor.load(tmp_path / "missing.pt")
 
 
+def test_decoder_size_prior_drops_small_instances_except_at_the_border():
+    from ltemfactory.instances import encode_targets
+
+    rr, cc = np.mgrid[:48, :48]
+    labels = np.zeros((48, 48), np.int32)
+    for k, (r, c, rad) in enumerate([(20, 20, 8), (38, 36, 2.5), (0, 40, 2.5)], start=1):
+        labels[(rr - r) ** 2 + (cc - c) ** 2 <= rad**2] = k
+    maps = encode_targets(labels)
+    assert decode_maps(maps, "instance").max() == 3
+    kept = decode_maps(maps, "instance", min_diameter_px=8.0)  # diameters ~16, ~5, ~3 (cut)
+    assert kept.max() == 2 and kept[20, 20] > 0 and kept[38, 36] == 0 and kept[0, 40] > 0
+    batch = decode_maps({k: np.stack([v, v]) for k, v in maps.items()}, "instance", None, 8.0)
+    assert batch.shape == (2, 48, 48) and np.array_equal(batch[1], kept)
+    p = Predictor(
+        UNet(UNetConfig(depth=2, width=4, groups=2)),
+        formulation="instance",
+        normalisation=NORMALISATION,
+        train_diameter_px=16.0,
+    )
+    assert p.min_diameter_px == 8.0
+    p.train_diameter_px = None
+    assert p.min_diameter_px == 0.0
+
+
 def test_binary_decoder_merges_touching_disks_that_the_instance_decoder_separates():
     """Decoding exact targets: the ablation's mechanism without any training."""
     from ltemfactory.instances import encode_targets

@@ -94,7 +94,7 @@ from ltemfactory.inference.outputs import (
 )
 from ltemfactory.inference.readers import LtemImage, read_image
 from ltemfactory.inference.tiling import predict_tiled, resample_image, resize_labels
-from ltemfactory.instances import drop_undersized_instances
+from ltemfactory.instances import MIN_DIAMETER_FRACTION
 
 __all__ = [
     "EXTRA_COLUMNS",
@@ -124,10 +124,6 @@ training images (the shipped one: ~90 % of its variance at periods of 3-10 px ag
 ~37 px lattice); sigma = 0.13·a keeps 77 % of the amplitude of the first lattice ring
 (period √3·a/2) and removes noise of periods below a/4 (amplitude < 0.5 %)."""
 
-MIN_DIAMETER_FRACTION = 0.5
-"""Default smallest instance kept, as a fraction of the median training skyrmion diameter
-[1]: the image is rescaled so its lattice matches the training one, so an instance of half
-the typical diameter (a quarter of the area) is a noise blob, not a skyrmion."""
 
 MAX_MODEL_PIXELS = 2**28
 """Largest image after rescaling [px] (16384²): a larger one means an absurd scale factor."""
@@ -480,9 +476,8 @@ def segment_image(
         multiple=multiple,
         batch_size=batch_size,
     )
-    labels = decode_maps(maps, predictor.formulation, predictor.decode).astype(np.int32)
-    if min_diameter_px > 0:
-        labels = drop_undersized_instances(labels, min_diameter_px)
+    labels = decode_maps(maps, predictor.formulation, predictor.decode, min_diameter_px)
+    labels = labels.astype(np.int32)
     fg = maps["foreground"]
     if resample:
         labels = resize_labels(labels, img.shape)

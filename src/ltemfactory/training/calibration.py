@@ -46,6 +46,7 @@ def tune_decoder(
     *,
     base: Mapping[str, Any] | None = None,
     grid: Mapping[str, Sequence[float]] | None = None,
+    min_diameter_px: float = 0.0,
 ) -> tuple[dict[str, Any], float, float]:
     """Decoder parameters that maximise F1@0.5 over ``labels``.
 
@@ -56,6 +57,7 @@ def tune_decoder(
         formulation: ``instance`` or ``binary``.
         base: parameters not searched (defaults: ``predictor.DECODE_DEFAULTS``).
         grid: values per searched parameter (default :data:`DECODE_GRID`).
+        min_diameter_px: size prior applied after decoding (see :func:`predictor.decode_maps`).
 
     Returns:
         (best parameters, their F1@0.5, F1@0.5 of ``base``). Ties keep the earlier grid point;
@@ -76,9 +78,9 @@ def tune_decoder(
 
     def score(params: Mapping[str, Any]) -> float:
         if stacked is not None:
-            pred = list(decode_maps(stacked, formulation, params))
+            pred = list(decode_maps(stacked, formulation, params, min_diameter_px))
         else:
-            pred = [decode_maps(m, formulation, params) for m in maps]
+            pred = [decode_maps(m, formulation, params, min_diameter_px) for m in maps]
         scores = match_dataset(list(labels), pred, 0.5, pixel_size_nm=pixel_size_nm)
         return float(scores["f1@0.5"])
 
@@ -124,4 +126,11 @@ def tune_predictor_on_split(
         maps.append({k: v[0] for k, v in m.items()})
         labels.append(item["labels"].numpy())
         px.append(float(item["pixel_size_nm"]))
-    return tune_decoder(maps, labels, px, predictor.formulation, base=predictor.decode)
+    return tune_decoder(
+        maps,
+        labels,
+        px,
+        predictor.formulation,
+        base=predictor.decode,
+        min_diameter_px=predictor.min_diameter_px,
+    )

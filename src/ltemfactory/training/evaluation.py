@@ -77,7 +77,9 @@ def evaluate(
         items = [data[i] for i in range(lo, min(lo + batch_size, len(data)))]
         x = np.stack([np.asarray(it["image"]) for it in items])
         maps = predictor.maps(x)
-        preds.extend(decode_maps(maps, predictor.formulation, predictor.decode))
+        preds.extend(
+            decode_maps(maps, predictor.formulation, predictor.decode, predictor.min_diameter_px)
+        )
         bases.extend(decode_binary_baseline(maps["foreground"], predictor.decode["fg_threshold"]))
         for it in items:
             trues.append(np.asarray(it["labels"]))

@@ -41,6 +41,7 @@ from ltemfactory.training.predictor import (
     decode_maps,
     decode_params,
     maps_from_logits,
+    size_prior_px,
 )
 from ltemfactory.training.unet import UNet, UNetConfig, pad_to_multiple
 
@@ -196,7 +197,12 @@ class SkyrmionSegmenter(pl.LightningModule):
             one = {k: v[i : i + 1] for k, v in tensors.items()}
             loss.append(float(self.losses(logits[i : i + 1], one)["loss"]))
         maps = maps_from_logits(logits, self.hparams.formulation)
-        pred = decode_maps(maps, self.hparams.formulation, self.hparams.decode)
+        pred = decode_maps(
+            maps,
+            self.hparams.formulation,
+            self.hparams.decode,
+            size_prior_px(self.hparams.train_diameter_px),
+        )
         base = decode_binary_baseline(maps["foreground"], self.hparams.decode["fg_threshold"])
         true = batch["labels"].cpu().numpy()
         px = batch["pixel_size_nm"].cpu().numpy()

@@ -30,9 +30,11 @@ import torch
 from ltemfactory.errors import InputError
 from ltemfactory.files import atomic_path
 from ltemfactory.instances import (
+    MIN_DIAMETER_FRACTION,
     decode_binary_baseline,
     decode_instances,
     drop_small_instances,
+    drop_undersized_instances,
 )
 from ltemfactory.training.normalisation import normalise_from_spec
 from ltemfactory.training.unet import UNet, UNetConfig, pad_to_multiple
@@ -44,6 +46,7 @@ __all__ = [
     "decode_maps",
     "maps_from_logits",
     "maps_from_probabilities",
+    "size_prior_px",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,16 +103,37 @@ def maps_from_logits(logits: torch.Tensor, formulation: str) -> dict[str, np.nda
     return maps_from_probabilities(torch.sigmoid(logits.detach().float()), formulation)
 
 
+def size_prior_px(train_diameter_px: float | None) -> float:
+    """Smallest instance a model trained on skyrmions of median diameter ``train_diameter_px``
+    [px] reports: :data:`~ltemfactory.instances.MIN_DIAMETER_FRACTION` of it [px]; 0 (no
+    prior) when the diameter is unknown."""
+    return MIN_DIAMETER_FRACTION * float(train_diameter_px) if train_diameter_px else 0.0
+
+
 def decode_maps(
-    maps: Mapping[str, np.ndarray], formulation: str, decode: Mapping[str, Any] | None = None
+    maps: Mapping[str, np.ndarray],
+    formulation: str,
+    decode: Mapping[str, Any] | None = None,
+    min_diameter_px: float = 0.0,
 ) -> np.ndarray:
-    """Instance labels, int32 (…, row, col), from probability maps (…, row, col)."""
+    """Instance labels, int32 (…, row, col), from probability maps (…, row, col).
+
+    ``min_diameter_px`` > 0: each image loses the instances whose equivalent diameter is below
+    it, unless they touch its border (:func:`~ltemfactory.instances.drop_undersized_instances`;
+    :attr:`Predictor.min_diameter_px` is the trained model's value).
+    """
     p = decode_params(decode)
     fg = maps["foreground"]
     if check_formulation(formulation) == "binary":
         labels = decode_binary_baseline(fg, p["fg_threshold"])
-        return drop_small_instances(labels, p["min_area_px"])
-    return decode_instances(fg, maps["distance"], **p)
+        labels = drop_small_instances(labels, p["min_area_px"])
+    else:
+        labels = decode_instances(fg, maps["distance"], **p)
+    if min_diameter_px > 0:
+        flat = labels.reshape(-1, *labels.shape[-2:])
+        labels = np.stack([drop_undersized_instances(one, min_diameter_px) for one in flat])
+        labels = labels.reshape(fg.shape).astype(np.int32)
+    return labels
 
 
 class Predictor:
@@ -155,6 +179,13 @@ class Predictor:
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
+
+    @property
+    def min_diameter_px(self) -> float:
+        """Smallest instance reported [px] (:func:`size_prior_px` of the training diameter).
+        Validation, decoder tuning, evaluation and inference all apply it (inference can
+        change the fraction)."""
+        return size_prior_px(self.train_diameter_px)
 
     @property
     def target_kinds(self) -> tuple[str, ...] | None:
@@ -204,7 +235,9 @@ class Predictor:
         if image.ndim != 2:
             raise InputError(f"image: expected (row, col), got shape {image.shape}")
         maps = self.maps(self.normalise(image)[None, None])
-        return decode_maps({k: v[0] for k, v in maps.items()}, self.formulation, self.decode)
+        return decode_maps(
+            {k: v[0] for k, v in maps.items()}, self.formulation, self.decode, self.min_diameter_px
+        )
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
