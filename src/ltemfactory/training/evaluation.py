@@ -2,7 +2,8 @@
 
 Writes ``<split>_metrics.json`` — the metrics of :func:`ltemfactory.metrics.match_dataset` at
 IoU 0.3/0.5/0.7 for the model's own decoder and, for the instance formulation, for the binary
-baseline (the same foreground map decoded by connected components: the ablation) — and
+baseline (the same foreground map decoded by connected components, with the same size filters:
+the ablation) — and
 ``<split>_grid.png`` (image | truth | prediction for a few images). When the model directory
 names an MLflow run, the metrics (``test/f1_50``, ...) and the grid are logged to that run and
 the registered model version is tagged with the headline scores. The truth holds the instance
@@ -22,7 +23,6 @@ import torch
 
 from ltemfactory.errors import InputError
 from ltemfactory.files import write_json
-from ltemfactory.instances import decode_binary_baseline
 from ltemfactory.metrics import match_dataset
 from ltemfactory.plotting import prediction_grid
 from ltemfactory.training.data import split_dataset
@@ -77,10 +77,10 @@ def evaluate(
         items = [data[i] for i in range(lo, min(lo + batch_size, len(data)))]
         x = np.stack([np.asarray(it["image"]) for it in items])
         maps = predictor.maps(x)
-        preds.extend(
-            decode_maps(maps, predictor.formulation, predictor.decode, predictor.min_diameter_px)
-        )
-        bases.extend(decode_binary_baseline(maps["foreground"], predictor.decode["fg_threshold"]))
+        prior = predictor.min_diameter_px
+        preds.extend(decode_maps(maps, predictor.formulation, predictor.decode, prior))
+        # the earlier approach on the same foreground map, with the same filters
+        bases.extend(decode_maps(maps, "binary", predictor.decode, prior))
         for it in items:
             trues.append(np.asarray(it["labels"]))
             pxs.append(float(it["pixel_size_nm"]))

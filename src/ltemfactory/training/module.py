@@ -7,7 +7,8 @@ functions inference uses (:mod:`ltemfactory.training.predictor`) and logs the me
 :func:`ltemfactory.metrics.match_dataset` per epoch as ``val/<name>_<IoU×100>`` (e.g.
 ``val/f1_50``, ``val/ap_70``), plus ``val/f1`` (= ``val/f1_50``, the monitored metric). For the
 instance formulation it also logs ``val/baseline_f1_50``: the same foreground map decoded by
-connected components, the ablation of the earlier binary approach. ``val/loss`` is the mean of
+connected components (the ``binary`` decoder, same size filters), the ablation of the earlier
+binary approach. ``val/loss`` is the mean of
 the per-image losses and ``val/n_images`` the number of val images scored.
 
 Under DDP every rank validates its share of the split (Lightning's ``DistributedSampler`` pads
@@ -32,7 +33,6 @@ import torch
 import torch.nn.functional as F
 
 from ltemfactory.errors import InputError
-from ltemfactory.instances import decode_binary_baseline
 from ltemfactory.metrics import DEFAULT_THRESHOLDS, match_dataset
 from ltemfactory.training.predictor import (
     FORMULATIONS,
@@ -197,13 +197,9 @@ class SkyrmionSegmenter(pl.LightningModule):
             one = {k: v[i : i + 1] for k, v in tensors.items()}
             loss.append(float(self.losses(logits[i : i + 1], one)["loss"]))
         maps = maps_from_logits(logits, self.hparams.formulation)
-        pred = decode_maps(
-            maps,
-            self.hparams.formulation,
-            self.hparams.decode,
-            size_prior_px(self.hparams.train_diameter_px),
-        )
-        base = decode_binary_baseline(maps["foreground"], self.hparams.decode["fg_threshold"])
+        prior = size_prior_px(self.hparams.train_diameter_px)
+        pred = decode_maps(maps, self.hparams.formulation, self.hparams.decode, prior)
+        base = decode_maps(maps, "binary", self.hparams.decode, prior)  # the earlier approach
         true = batch["labels"].cpu().numpy()
         px = batch["pixel_size_nm"].cpu().numpy()
         idx = batch["index"].cpu().numpy()
