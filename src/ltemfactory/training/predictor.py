@@ -211,9 +211,9 @@ class Predictor:
         symmetries of a rectangle, which keep any image shape) go through the network as one
         batch, each output is flipped back, and the probabilities are averaged: the maps are
         then flip-equivariant (exactly for sizes that are multiples of the network's size
-        multiple; others are padded at the bottom/right first). The eight symmetries of the
-        square would need square tiles and, measured, lost skyrmions in the experimental image
-        (README, Training).
+        multiple; others are padded at the bottom/right first). Adding the 90° rotations (the
+        eight symmetries of the square) lost skyrmions in the experimental image (measured;
+        README, Training).
         """
         x = torch.as_tensor(np.asarray(normalised, dtype=np.float32), device=self.device)
         if x.ndim != 4 or x.shape[1] != 1:
