@@ -50,6 +50,7 @@ __all__ = [
     "drop_undersized_instances",
     "encode_targets",
     "relabel_raster",
+    "touches_border",
 ]
 
 TARGET_KEYS = ("foreground", "distance", "boundary")
@@ -317,6 +318,14 @@ diameter (a quarter of the area) is a noise blob, not a skyrmion. Measured on th
 val/test splits: F1@0.5 0.843/0.828 without it, 0.852/0.853 with it."""
 
 
+def touches_border(labels: np.ndarray) -> np.ndarray:
+    """Per id 0..max(labels) of a label image (row, col): does it have a pixel on the first or
+    last row or column? (bool, length max + 1; index 0 is the background)."""
+    labels = np.asarray(labels)
+    rim = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    return np.bincount(rim, minlength=int(labels.max(initial=0)) + 1) > 0
+
+
 def drop_undersized_instances(labels: np.ndarray, min_diameter_px: float) -> np.ndarray:
     """One label image (row, col) without the instances whose equivalent diameter
     2·sqrt(area/π) [px] is below ``min_diameter_px``, except those touching the image border
@@ -330,7 +339,7 @@ def drop_undersized_instances(labels: np.ndarray, min_diameter_px: float) -> np.
     diameter = 2.0 * np.sqrt(np.bincount(labels.ravel()) / np.pi)
     small = diameter < float(min_diameter_px)
     small[0] = False
-    small[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False
+    small[touches_border(labels)] = False
     return relabel_raster(np.where(small[labels], 0, labels))
 
 

@@ -49,6 +49,7 @@ from scipy import ndimage
 from skimage.measure import label as _cc_label
 
 from ltemfactory.errors import InputError
+from ltemfactory.instances import touches_border
 from ltemfactory.ltem.geometry import ProjectionGeometry, Tilt
 from ltemfactory.micromagnetics.topology import charge_density, reversed_domains
 from ltemfactory.stores import open_store
@@ -417,11 +418,10 @@ def instance_table(
         raise InputError("labels: expected non-negative ids")
     px = float(pixel_size_nm)
     ny, nx = labels.shape
-    flat = labels.ravel()
-    count = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
+    ellipses = region_ellipses(labels, *(_unwrapped_coordinates(labels) if periodic else ()))
+    count = ellipses["count"]
     if np.any(count == 0):
         raise InputError("labels: ids must be contiguous 1..N")
-    ellipses = region_ellipses(labels, *(_unwrapped_coordinates(labels) if periodic else ()))
     r0, c0 = ellipses["centroid_row_px"], ellipses["centroid_col_px"]
     major, minor = ellipses["major_axis_px"] * px, ellipses["minor_axis_px"] * px
     orientation = ellipses["orientation_deg"]
@@ -429,10 +429,7 @@ def instance_table(
         r0, c0 = np.mod(r0, ny), np.mod(c0, nx)
         border = np.zeros(n, dtype=bool)
     else:
-        edge = np.zeros(labels.shape, dtype=bool)
-        edge[[0, -1], :] = True
-        edge[:, [0, -1]] = True
-        border = np.bincount(flat[edge.ravel()], minlength=n + 1)[1:] > 0
+        border = touches_border(labels)[1:]
     if charges is not None:
         q = np.asarray(charges, dtype=np.float64).reshape(-1)
         if q.shape != (n,):

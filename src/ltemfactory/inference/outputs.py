@@ -22,6 +22,7 @@ from skimage.segmentation import find_boundaries
 
 from ltemfactory.errors import InputError
 from ltemfactory.files import atomic_path, write_text_atomic
+from ltemfactory.instances import touches_border
 from ltemfactory.labels import region_ellipses
 
 __all__ = [
@@ -133,15 +134,10 @@ def instance_rows(
     e = region_ellipses(lab)
     ids = np.flatnonzero(e["count"]) + 1
     pick = {k: v[ids - 1] for k, v in e.items()}
-    n = int(lab.max())
-    flat = lab.ravel()
-    edge = np.zeros(lab.shape, dtype=bool)
-    edge[[0, -1], :] = True
-    edge[:, [0, -1]] = True
-    border = (np.bincount(flat[edge.ravel()], minlength=n + 1) > 0)[ids]
+    border = touches_border(lab)[ids]
     mean_intensity = None
     if intensity is not None:
-        sums = np.bincount(flat, weights=intensity.ravel(), minlength=n + 1)[ids]
+        sums = np.bincount(lab.ravel(), weights=intensity.ravel(), minlength=ids[-1] + 1)[ids]
         mean_intensity = sums / pick["count"]
     major, minor = pick["major_axis_px"], pick["minor_axis_px"]
     with np.errstate(invalid="ignore", divide="ignore"):
