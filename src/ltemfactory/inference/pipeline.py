@@ -124,7 +124,6 @@ training images (the shipped one: ~90 % of its variance at periods of 3-10 px ag
 ~37 px lattice); sigma = 0.13·a keeps 77 % of the amplitude of the first lattice ring
 (period √3·a/2) and removes noise of periods below a/4 (amplitude < 0.5 %)."""
 
-
 MAX_MODEL_PIXELS = 2**28
 """Largest image after rescaling [px] (16384²): a larger one means an absurd scale factor."""
 
