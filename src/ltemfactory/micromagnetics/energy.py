@@ -35,6 +35,7 @@ import torch
 from ltemfactory.constants import MU0
 from ltemfactory.micromagnetics.demag import demag_field, demag_tensor, fft_shape
 from ltemfactory.micromagnetics.film import Film
+from ltemfactory.micromagnetics.reductions import cell_sum
 
 TERMS = ("exchange", "dmi", "anisotropy", "zeeman", "demag")
 """Names of the energy terms, in the order reported everywhere."""
@@ -187,7 +188,7 @@ class EnergyModel:
         out = {}
         for name, h in self.fields(m).items():
             factor = 1.0 if name == "zeeman" else 0.5
-            out[name] = -factor * (weight * m * h).sum(dim=(1, 2, 3, 4))
+            out[name] = -factor * cell_sum(weight * m * h, 4)
         return out
 
     def total_energy(self, m: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ltemfactory.constants import MU0
+from ltemfactory.micromagnetics.reductions import cell_sum
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class Film:
     def Ms_ref(self) -> torch.Tensor:
         """Mean Ms over the magnetic cells, (B,) [A/m]: the scale of reduced fields and torques."""
         mag = self.magnetic
-        return (self.Ms * mag).sum(dim=(1, 2, 3)) / mag.sum(dim=(1, 2, 3)).clamp(min=1)
+        return cell_sum(self.Ms * mag, 3) / mag.sum(dim=(1, 2, 3)).clamp(min=1)
 
     def select(self, index: torch.Tensor) -> Film:
         """The sub-batch of members ``index`` (a 1-D long tensor)."""

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ltemfactory.constants import MU0
 from ltemfactory.micromagnetics.energy import EnergyModel
 from ltemfactory.micromagnetics.film import Film
+from ltemfactory.micromagnetics.reductions import cell_sum
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ def _projected_gradient(model: EnergyModel, m: torch.Tensor) -> torch.Tensor:
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-member inner product Σ a·b, (B,) (mul + sum: ~20× faster than einsum's batched dot
-    on the CPU)."""
-    return (a * b).flatten(1).sum(dim=1)
+    on the CPU), the same bits for any thread count (:mod:`.reductions`)."""
+    return cell_sum(a * b, a.ndim - 1)
 
 
 def _max_norm(g: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ltemfactory.micromagnetics.reductions import cell_sum
+
 
 def _solid_angle(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Signed solid angle of the spherical triangle (a, b, c) (Berg & Lüscher, Nucl. Phys. B 190,
@@ -45,7 +47,7 @@ def charge_density(m: torch.Tensor, periodic: bool = True) -> torch.Tensor:
 
 def topological_charge(m: torch.Tensor, periodic: bool = True) -> torch.Tensor:
     """Total topological charge Q of (..., 3, ny, nx) fields, shape (...,) (Berg–Lüscher)."""
-    return charge_density(m, periodic).sum(dim=(-2, -1))
+    return cell_sum(charge_density(m, periodic), 2)
 
 
 def label_periodic(mask: np.ndarray, periodic: bool = True) -> tuple[np.ndarray, int]:
