@@ -30,9 +30,21 @@ from ltemfactory.training.module import metric_logs
 from ltemfactory.training.predictor import Predictor, decode_maps
 from ltemfactory.training.tracking import log_evaluation
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "grid_indices"]
 
 log = logging.getLogger(__name__)
+
+
+def grid_indices(truths: list[np.ndarray], n: int) -> list[int]:
+    """Indices of ``n`` images to show, spread evenly over the images that hold true instances
+    (a split's first images can all be one stripe state with nothing to find); images without
+    instances fill up when fewer than ``n`` have any. In split order."""
+    with_instances = [i for i, t in enumerate(truths) if np.any(t)]
+    without = [i for i, t in enumerate(truths) if not np.any(t)]
+    if len(with_instances) >= n:
+        picks = np.linspace(0, len(with_instances) - 1, n).round().astype(int)
+        return [with_instances[k] for k in picks]
+    return sorted(with_instances + without[: n - len(with_instances)])
 
 
 def evaluate(
@@ -53,7 +65,7 @@ def evaluate(
         dataset: the dataset store.
         out_dir: output directory (created).
         split: ``train``, ``val`` or ``test``.
-        n_grid: images shown in the PNG grid (the first ones of the split).
+        n_grid: images shown in the PNG grid (:func:`grid_indices`).
         batch_size: images per network pass.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         tracking: the ``train.tracking`` config section; the run named in
@@ -71,7 +83,7 @@ def evaluate(
     if len(data) == 0:
         raise InputError(f"{dataset}: the {split} split has no images")
 
-    trues, preds, bases, pxs, images = [], [], [], [], []
+    trues, preds, bases, pxs = [], [], [], []
     start = time.perf_counter()
     for lo in range(0, len(data), batch_size):
         items = [data[i] for i in range(lo, min(lo + batch_size, len(data)))]
@@ -84,8 +96,6 @@ def evaluate(
         for it in items:
             trues.append(np.asarray(it["labels"]))
             pxs.append(float(it["pixel_size_nm"]))
-            if len(images) < n_grid:
-                images.append(np.asarray(it["image"])[0])
     wall_s = time.perf_counter() - start
 
     scores = match_dataset(trues, preds, pixel_size_nm=pxs)
@@ -104,11 +114,12 @@ def evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / f"{split}_metrics.json"
     write_json(metrics_path, result)
+    shown = grid_indices(trues, n_grid)
     grid_path = prediction_grid(
         out_dir / f"{split}_grid.png",
-        images,
-        trues[: len(images)],
-        preds[: len(images)],
+        [np.asarray(data[i]["image"])[0] for i in shown],
+        [trues[i] for i in shown],
+        [preds[i] for i in shown],
         title=f"{split} split: image | truth | prediction (F1@0.5 = {scores['f1@0.5']:.3f})",
     )
     summary_path = model_dir / "train_summary.json"
