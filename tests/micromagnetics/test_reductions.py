@@ -25,7 +25,8 @@ def torch_threads(n):
 
 
 def test_cell_sum_is_the_sum_over_the_trailing_dimensions():
-    x = torch.randn(2, 3, 1, 40, 56, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 1, 40, 56, dtype=torch.float64, generator=gen)
     assert torch.allclose(cell_sum(x, 4), x.sum(dim=(1, 2, 3, 4)), rtol=1e-13, atol=0)
     assert torch.allclose(cell_sum(x, 2), x.sum(dim=(-2, -1)), rtol=1e-13, atol=0)
     assert cell_sum(x, 2).shape == (2, 3, 1)
