@@ -46,7 +46,7 @@ def test_a_single_member_sums_to_the_same_bits_with_one_and_two_threads():
 
 def test_a_float32_relaxation_does_not_depend_on_the_thread_count():
     """The Barzilai–Borwein steps come from cell sums; a last-bit difference in them changes the
-    whole path (the demo's batches took 296 vs 301 iterations with 1 vs 2 threads before)."""
+    whole path (a demo batch took 296 vs 301 iterations with 1 vs 2 threads before)."""
     n, dx = 128, 1e-9
     centres = hexagonal_centres((n * dx, n * dx), 32e-9, np.random.default_rng(3))
     m0 = torch.tensor(bubble_state((1, n, n), (dx, dx, 2e-9), centres, 8e-9, 3e-9))[None]

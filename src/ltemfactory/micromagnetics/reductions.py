@@ -22,9 +22,9 @@ def cell_sum(x: torch.Tensor, ndim: int) -> torch.Tensor:
     gives (B,)), bit-identical for any number of CPU threads.
 
     The last dimension (the grid's columns) is summed first; the row totals are then summed in
-    one pass, which torch runs serially while it holds fewer than 32,768 elements (its grain
-    size) or when there is more than one output, i.e. for every batch of fields with fewer than
-    about 10,000 rows × components × layers per member.
+    a second pass, which is thread-independent too while it has more than one output (members)
+    or fewer than 32,768 elements (torch's grain size, below which it runs serially): a single
+    member must have fewer than 32,768 rows × components × layers.
     """
     if not 2 <= ndim <= x.ndim:
         raise ValueError(f"ndim: expected 2..{x.ndim} (a grid has rows and columns), got {ndim}")
