@@ -39,8 +39,9 @@ def grid_indices(truths: list[np.ndarray], n: int) -> list[int]:
     """Indices of ``n`` images to show, spread evenly over the images that hold true instances
     (a split's first images can all be one stripe state with nothing to find); images without
     instances fill up when fewer than ``n`` have any. In split order."""
-    with_instances = [i for i, t in enumerate(truths) if np.any(t)]
-    without = [i for i, t in enumerate(truths) if not np.any(t)]
+    has = [bool(np.any(t)) for t in truths]
+    with_instances = [i for i, h in enumerate(has) if h]
+    without = [i for i, h in enumerate(has) if not h]
     if len(with_instances) >= n:
         picks = np.linspace(0, len(with_instances) - 1, n).round().astype(int)
         return [with_instances[k] for k in picks]
