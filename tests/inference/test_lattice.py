@@ -154,8 +154,15 @@ def test_perfect_hexagonal_lattice(phi):
     assert s["psi6_global"] == pytest.approx(1.0, abs=1e-9)
     assert s["psi6_local_mean"] == pytest.approx(1.0, abs=1e-9)
     assert angle_diff(s["orientation_deg"], phi) < 1e-6
-    for key in ("nn_distance_mean_px", "nn_distance_median_px", "lattice_constant_nn_px"):
+    for key in (
+        "nn_distance_mean_px",
+        "nn_distance_median_px",
+        "lattice_constant_nn_px",
+        "bond_length_median_px",
+        "lattice_constant_bond_px",
+    ):
         assert s[key] == pytest.approx(a, rel=1e-9)
+    assert s["lattice_constant_bond_nm"] == pytest.approx(a * px, rel=1e-9)
     assert s["nn_distance_std_px"] == pytest.approx(0.0, abs=1e-9)
     assert s["nn_distance_mean_nm"] == pytest.approx(a * px, rel=1e-9)
     # count per area of a hexagonal lattice: 2/(√3 a²) (boundary effects ~ a/L)
@@ -177,6 +184,26 @@ def test_border_sites_are_excluded_by_margin_and_voronoi_cells():
     assert loose["coordination_counts"]["4"] == 0 and loose["fraction_6fold"] > 0.97
     assert default["fraction_6fold"] == 1.0
     assert strict["n_sites"] < default["n_sites"] < loose["n_sites"] < len(pts)
+
+
+def test_scatter_shortens_nearest_neighbours_but_not_bonds():
+    """Sites scattered by σ per coordinate: each bond length changes by the bond component of
+    a N(0, 2σ²) difference (symmetric: the median bond stays at a to first order), while a
+    site's NN distance is the shortest of its ~6 bonds, whose expected minimum lies ≈ 1.3
+    standard deviations (√2σ) below a (for 6 independent ones)."""
+    shape, a, sigma = (600, 600), 20.0, 1.0  # scatter 5 % of a
+    rng = np.random.default_rng(3)
+    pts = hex_points(a, 10.0, shape, rng)
+    s = lattice_statistics(_inside(pts + rng.normal(0, sigma, pts.shape), shape), shape)
+    assert s["n_sites"] > 600
+    assert s["lattice_constant_nn_px"] < a - 1.0 * math.sqrt(2) * sigma  # measured −8.5 %
+    assert s["lattice_constant_bond_px"] == pytest.approx(a, rel=0.02)
+    # missing sites: their neighbours bond across them, so the bonds lengthen; the NN
+    # distance of the remaining ones mostly stays
+    kept = pts[rng.random(len(pts)) >= 0.3]
+    holes = lattice_statistics(_inside(kept + rng.normal(0, sigma, kept.shape), shape), shape)
+    assert holes["lattice_constant_bond_px"] > 1.02 * a
+    assert holes["lattice_constant_nn_px"] < a
 
 
 def test_jittered_square_lattice_has_no_hexatic_order():

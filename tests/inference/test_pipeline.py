@@ -277,6 +277,8 @@ def test_count_check_weights_border_instances_half():
     assert out["count_ok"] is (abs(55.0 / expected - 1) <= 0.1)
     assert out["nn_rel_diff"] == pytest.approx(0.075) and out["nn_ok"] is False
     assert count_check((100, 200), a, 60, 10, 20.5)["nn_ok"] is True
+    assert out["median_bond_length_px"] is None and out["bond_rel_diff"] is None
+    assert count_check((100, 200), a, 60, 10, 21.5, 19.0)["bond_rel_diff"] == pytest.approx(-0.05)
     none = count_check((100, 200), None, 5, 0, 10.0)
     assert none["expected_count"] is None and none["count_ok"] is None and none["nn_ok"] is None
 

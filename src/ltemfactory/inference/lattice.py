@@ -329,8 +329,14 @@ def lattice_statistics(
       arg⟨ψ6_j⟩/6 in [0, 60): the direction of a nearest-neighbour bond.
     * Defects: sites with coordination ≠ 6; ``n_dislocations`` is the largest number of disjoint
       bonded 5–7 pairs (maximum bipartite matching), unpaired 5s and 7s are counted apart.
-    * Lattice constant: the median NN distance, and √(2/(√3 ρ)) from the density ρ (the
-      hexagonal lattice of that density).
+    * Lattice constant: the median NN distance, the median Delaunay bond length of the sites,
+      and √(2/(√3 ρ)) from the density ρ (the hexagonal lattice of that density). They answer
+      different questions: a site's NN distance is the shortest of its ~6 bonds, so positional
+      scatter biases it low (scatter of 5 % of a per coordinate: median −8.5 %; 10 %: −17 %),
+      while the median bond is nearly unbiased by scatter (≤ 2 % up to 15 %) but long where
+      sites are missing (a vacancy's neighbours bond across it: 30 % of the sites missing
+      with 5 % scatter, +4 %). Measured on simulated lattices (``tests/inference/
+      test_lattice.py``).
 
     Args:
         centroids_rc: (N, 2) centroids (row, col) [px].
@@ -386,6 +392,7 @@ def lattice_statistics(
     z = np.zeros(n, dtype=np.int64)
     psi = np.full(n, np.nan + 0j)
     indptr = indices = None
+    bond_len = np.zeros(0)
     if n >= 3:
         try:
             tri = Delaunay(pts)
@@ -405,14 +412,19 @@ def lattice_statistics(
             src, weights=bonds.imag, minlength=n
         )
         psi = psi / np.maximum(z, 1)
+        bond_len = np.hypot(d[:, 0], d[:, 1])[valid[src]]
 
     out["n_sites"] = int(valid.sum())
     out.update(_stats(nn[valid], px, "nn_distance"))
+    out.update(_stats(bond_len, px, "bond_length"))
     a_nn = float(np.median(nn[valid])) if valid.any() else math.nan
     a_rho = math.sqrt(2.0 / (_SQRT3 * rho)) if n > 0 else math.nan
+    a_bond = float(np.median(bond_len)) if bond_len.size else math.nan
     out["lattice_constant_nn_px"] = _none(a_nn)
+    out["lattice_constant_bond_px"] = _none(a_bond)
     out["lattice_constant_density_px"] = _none(a_rho)
     out["lattice_constant_nn_nm"] = None if px is None else _none(a_nn * px)
+    out["lattice_constant_bond_nm"] = None if px is None else _none(a_bond * px)
     out["lattice_constant_density_nm"] = None if px is None else _none(a_rho * px)
 
     zs = z[valid]

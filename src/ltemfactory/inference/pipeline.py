@@ -531,6 +531,7 @@ def count_check(
     n_instances: int,
     n_touching_border: int,
     median_nn_distance_px: float | None,
+    median_bond_length_px: float | None = None,
 ) -> dict[str, Any]:
     """Self-consistency of a segmentation with the image's own lattice constant.
 
@@ -538,14 +539,19 @@ def count_check(
       an image of area A [px²]. The detected count is the number of instances with those
       touching the border weighted ½ (a border instance's site lies inside or outside the
       image with equal chance, so this estimates the number of sites inside), compared with N.
-    * Spacing: the median nearest-neighbour distance of the detected centroids against a.
+    * Spacing: the median nearest-neighbour distance of the detected centroids against a
+      (the issue's check), and, reported without a tolerance, the median Delaunay bond length
+      against a. Scatter of the centroids (lattice disorder and localisation error alike)
+      shortens the nearest-neighbour distance but hardly the bond length, and missing sites
+      lengthen the bonds (:func:`~ltemfactory.inference.lattice.lattice_statistics`), so the
+      two together tell scatter from missed sites.
 
     Returns:
         ``expected_count``, ``detected_count`` (border-weighted), ``n_instances``,
         ``n_touching_border``, ``count_rel_diff`` (detected/expected − 1), ``count_ok``
         (|diff| ≤ :data:`COUNT_TOLERANCE`), ``median_nn_distance_px``,
-        ``fft_nn_distance_px``, ``nn_rel_diff``, ``nn_ok`` (≤ :data:`NN_TOLERANCE`); None
-        where a is unknown.
+        ``fft_nn_distance_px``, ``nn_rel_diff``, ``nn_ok`` (≤ :data:`NN_TOLERANCE`),
+        ``median_bond_length_px``, ``bond_rel_diff``; None where a length is unknown.
     """
     rows, cols = shape
     a = _positive(fft_nn_distance_px)
@@ -554,6 +560,8 @@ def count_check(
     count_diff = detected / expected - 1.0 if expected else None
     med = _positive(median_nn_distance_px)
     nn_diff = med / a - 1.0 if (a is not None and med is not None) else None
+    bond = _positive(median_bond_length_px)
+    bond_diff = bond / a - 1.0 if (a is not None and bond is not None) else None
     return {
         "expected_count": expected,
         "detected_count": detected,
@@ -567,6 +575,8 @@ def count_check(
         "nn_rel_diff": nn_diff,
         "nn_tolerance": NN_TOLERANCE,
         "nn_ok": None if nn_diff is None else abs(nn_diff) <= NN_TOLERANCE,
+        "median_bond_length_px": bond,
+        "bond_rel_diff": bond_diff,
     }
 
 
@@ -765,6 +775,7 @@ def _process(
         len(rows),
         n_border,
         stats.get("nn_distance_median_px"),
+        stats.get("bond_length_median_px"),
     )
     fft_info = fft.to_dict()
     for key in ("period_px", "nn_distance_px"):
@@ -829,6 +840,7 @@ def _process(
         "count_ok": check["count_ok"],
         "nn_rel_diff": check["nn_rel_diff"],
         "nn_ok": check["nn_ok"],
+        "bond_rel_diff": check["bond_rel_diff"],
         "psi6_global": stats.get("psi6_global"),
         "fraction_6fold": stats.get("fraction_6fold"),
         "mean_confidence": lattice["mean_confidence"],
