@@ -540,11 +540,11 @@ def count_check(
       touching the border weighted ½ (a border instance's site lies inside or outside the
       image with equal chance, so this estimates the number of sites inside), compared with N.
     * Spacing: the median nearest-neighbour distance of the detected centroids against a
-      (the issue's check), and, reported without a tolerance, the median Delaunay bond length
-      against a. Scatter of the centroids (lattice disorder and localisation error alike)
-      shortens the nearest-neighbour distance but hardly the bond length, and missing sites
-      lengthen the bonds (:func:`~ltemfactory.inference.lattice.lattice_statistics`), so the
-      two together tell scatter from missed sites.
+      (within :data:`NN_TOLERANCE`), and, reported without a tolerance, the median Delaunay
+      bond length against a. Scatter of the centroids (lattice disorder and localisation
+      error alike) shortens the nearest-neighbour distance but hardly the bond length, and
+      missing sites lengthen the bonds (:func:`~ltemfactory.inference.lattice.
+      lattice_statistics`), so the two together tell scatter from missed sites.
 
     Returns:
         ``expected_count``, ``detected_count`` (border-weighted), ``n_instances``,
