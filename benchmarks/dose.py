@@ -1,7 +1,7 @@
 """Detection against electron dose: a trained model on the test split re-noised to low doses.
 
 Experimental LTEM images are far noisier than the demo's renders (1,000–20,000 e/px): the
-shipped Fe3GeTe2 image has the lattice-ring-to-noise ratio of a demo image at ~20 e/px (README,
+shipped Fe3GeTe2 image has the lattice-ring-to-noise ratio of a demo image at ~30 e/px (README,
 Inference). This benchmark measures what that costs: each test image's noise-free intensity
 (``clean_images``) gets Poisson noise of ``--doses`` [e/px] (:func:`~ltemfactory.training.
 augment.renoise`, seeded per image and dose) and goes through the inference segmentation
@@ -33,7 +33,8 @@ import time
 import numpy as np
 import torch
 
-from ltemfactory.inference.lattice import estimate_lattice_period_px
+from ltemfactory.errors import InputError
+from ltemfactory.inference.lattice import estimate_lattice_period_px, scale_factor_to_training
 from ltemfactory.inference.pipeline import (
     LOWPASS_SIGMA_A,
     MIN_DIAMETER_FRACTION,
@@ -74,8 +75,11 @@ def ring_to_noise(image: np.ndarray, nn_px: float, dq: float = 0.005) -> float:
 def image_ring_to_noise(path: str, train_nn_px: float) -> dict:
     """:func:`ring_to_noise` of an image file at the model scale: whole and 256² windows."""
     img = read_image(path).data.astype(np.float64)
-    nn = estimate_lattice_period_px(img).nn_distance_px
-    model = resample_image(img, train_nn_px / nn)
+    fft = estimate_lattice_period_px(img)
+    if not fft.reliable:
+        raise InputError(f"{path}: no reliable lattice ring in the power spectrum")
+    nn = fft.nn_distance_px
+    model = resample_image(img, scale_factor_to_training(nn, train_nn_px))
     h, w = model.shape
     starts = [(r, c) for r in (0, h - WINDOW_PX) for c in (0, w - WINDOW_PX)]
     return {
@@ -105,7 +109,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = load_predictor(args.model, device="auto")
-    priors = size_priors(model_scale(predictor), args.lowpass_sigma_a, args.min_diameter_fraction)
+    mscale = model_scale(predictor)
+    priors = size_priors(mscale, args.lowpass_sigma_a, args.min_diameter_fraction)
     data = split_dataset(args.dataset, args.split, predictor.target_kinds)
     n = len(data) if args.max_images <= 0 else min(args.max_images, len(data))
     items = [data[i] for i in range(n)]
@@ -158,8 +163,7 @@ def main() -> None:
         "priors": priors,
         "dose_e_per_px": rows,
         "images_ring_to_noise": {
-            p: image_ring_to_noise(p, float(model_scale(predictor)["train_nn_distance_px"]))
-            for p in args.images
+            p: image_ring_to_noise(p, float(mscale["train_nn_distance_px"])) for p in args.images
         },
         "seconds": time.perf_counter() - start,
     }
