@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import distance_transform_edt, gaussian_filter
 from scipy.spatial import cKDTree
 
 from ltemfactory.errors import InputError
@@ -54,7 +54,9 @@ class AnalyticPredictor:
         self.metadata.update(metadata or {})
         self.tile_shapes: list[tuple[int, ...]] = []
 
-    def normalise(self, image: np.ndarray) -> np.ndarray:
+    def normalise(self, image: np.ndarray, lowpass_sigma_px: float = 0.0) -> np.ndarray:
+        if lowpass_sigma_px > 0:
+            image = gaussian_filter(image, lowpass_sigma_px, mode="reflect")
         lo, hi = float(image.min()), float(image.max())
         return ((image - lo) / (hi - lo)).astype(np.float32)
 

@@ -230,6 +230,11 @@ def test_val_loader_returns_val_images_in_order_untouched(store):
     test = batches(dm.test_dataloader())
     assert [i for b in test for i in b["index"].tolist()] == [6]
     assert len(split_dataset(path, "train")) == len(TRAIN)
+    # an older model's spec (z-score only) is reproduced, so it is scored on its own input
+    old = split_dataset(path, "val", normalisation={"method": "robust_zscore", "clip": 5.0})
+    np.testing.assert_array_equal(
+        old[0]["image"][0].numpy(), normalise_image(images[2], outlier_sigma=None, detrend=None)
+    )
 
 
 def test_summaries(store):

@@ -25,15 +25,16 @@ Per image (one frame of a file), :func:`infer_image`:
 3. **Tilt axis.** The training images span tilt axes of every azimuth (``render.tilt_axis_deg``
    is drawn uniformly from 0–360° by default), so the model has no canonical axis and the image
    is not rotated: a given ``tilt_axis_deg`` is only recorded, with ``rotation_deg = 0``.
-4. **Segment.** The resampled image is low-passed (Gaussian, sigma ``lowpass_sigma_a`` times
-   the training lattice constant: experimental noise at periods far below the lattice, absent
-   from the training images, is removed), normalised once (``predictor.normalise``, whole image,
-   so every tile sees the same intensity scale), predicted in overlapping tiles
-   (:func:`~ltemfactory.inference.tiling.predict_tiled`), decoded into instances once on the
-   stitched maps (so an instance crossing a tile border is decoded once), instances narrower
-   than ``min_diameter_fraction`` of the training skyrmion diameter and not cut by the border
-   are dropped (noise blobs; both lengths are in ``lattice.json``), and the labels are
-   resized back to the original pixel grid (nearest neighbour) and renumbered 1..N.
+4. **Segment.** The resampled image is normalised once (``predictor.normalise``, whole image,
+   so every tile sees the same intensity scale: outlier pixels and the illumination plane
+   removed, then a Gaussian low-pass of sigma ``lowpass_sigma_a`` times the training lattice
+   constant, which removes experimental noise at periods far below the lattice), predicted in
+   overlapping tiles (:func:`~ltemfactory.inference.tiling.predict_tiled`), decoded into
+   instances once on the stitched maps (so an instance crossing a tile border is decoded
+   once); instances narrower than ``min_diameter_fraction`` of the training skyrmion diameter
+   and not cut by the border are dropped (noise blobs; both lengths are in ``lattice.json``),
+   and the labels are resized back to the original pixel grid (nearest neighbour) and
+   renumbered 1..N.
 5. **Measure and write**, atomically into ``out_dir/<name>/`` (written to a hidden temporary
    directory that is renamed into place only when every file is complete):
 
@@ -163,7 +164,7 @@ class PredictorLike(Protocol):
     train_diameter_px: float | None
     metadata: Mapping[str, Any]
 
-    def normalise(self, images: np.ndarray) -> np.ndarray: ...
+    def normalise(self, images: np.ndarray, lowpass_sigma_px: float = 0.0) -> np.ndarray: ...
 
     def maps(self, normalised: np.ndarray) -> Mapping[str, np.ndarray]: ...
 
@@ -440,8 +441,9 @@ def segment_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Instance labels and foreground probability of a (row, col) image, on its own grid.
 
-    The image is resampled by ``factor`` (skipped when |factor − 1| < 1e-6), low-passed by a
-    Gaussian of ``lowpass_sigma_px`` (0: not), normalised once, predicted in tiles of
+    The image is resampled by ``factor`` (skipped when |factor − 1| < 1e-6), normalised once
+    by the model's normalisation with a Gaussian low-pass of ``lowpass_sigma_px`` (0: none)
+    after its outlier and plane removal, predicted in tiles of
     ``tile_px`` with ``overlap_px`` overlap, decoded once on the stitched maps, cleared of
     instances narrower than ``min_diameter_px`` (:func:`~ltemfactory.instances.
     drop_undersized_instances`; 0: none) — all lengths [px at the model scale] — and brought
@@ -459,11 +461,7 @@ def segment_image(
     img = np.asarray(image, dtype=np.float32)
     resample = abs(float(factor) - 1.0) >= 1e-6
     model_img = resample_image(img, factor) if resample else img
-    if lowpass_sigma_px > 0:
-        from scipy import ndimage
-
-        model_img = ndimage.gaussian_filter(model_img, float(lowpass_sigma_px), mode="reflect")
-    x = np.asarray(predictor.normalise(model_img), dtype=np.float32)
+    x = np.asarray(predictor.normalise(model_img, float(lowpass_sigma_px)), dtype=np.float32)
     multiple = _multiple(predictor)
     if tile_px % multiple:
         raise InputError(f"tile_px: expected a multiple of the network's {multiple}, got {tile_px}")

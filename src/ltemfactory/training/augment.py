@@ -48,6 +48,7 @@ from skimage.measure import label as _cc_label
 
 from ltemfactory.errors import InputError
 from ltemfactory.instances import relabel_raster
+from ltemfactory.training.normalisation import remove_plane
 
 __all__ = [
     "FRAGMENT_MAX_PX",
@@ -342,12 +343,7 @@ def bandpass(image: np.ndarray, small_px: float, large_px: float) -> np.ndarray:
     a = np.asarray(image, dtype=np.float64)
     if a.ndim != 2:
         raise InputError(f"image: expected (row, col), got shape {a.shape}")
-    r = np.arange(a.shape[0]) - 0.5 * (a.shape[0] - 1)
-    c = np.arange(a.shape[1]) - 0.5 * (a.shape[1] - 1)
-    # r and c are centred, so mean, row slope and column slope are orthogonal fits
-    slope_r = (a.mean(axis=1) @ r) / max(r @ r, 1e-300)
-    slope_c = (a.mean(axis=0) @ c) / max(c @ c, 1e-300)
-    resid = a - a.mean() - slope_r * r[:, None] - slope_c * c[None, :]
+    resid = remove_plane(a)
     f2 = (np.arange(a.shape[0])[:, None] / (2.0 * a.shape[0])) ** 2 + (
         np.arange(a.shape[1])[None, :] / (2.0 * a.shape[1])
     ) ** 2  # squared spatial frequency of each DCT-II coefficient [cycles²/px²]

@@ -118,7 +118,7 @@ def tune_predictor_on_split(
     The predictor is not changed; set ``predictor.decode`` to the returned parameters to adopt
     them. Returns (parameters, tuned F1@0.5, F1@0.5 of the predictor's current parameters).
     """
-    ds = split_dataset(store, split, predictor.target_kinds)
+    ds = split_dataset(store, split, predictor.target_kinds, predictor.normalisation)
     maps, labels, px = [], [], []
     for i in range(len(ds)):
         item = ds[i]

@@ -34,7 +34,7 @@ report, and a stripe reported as a skyrmion counts as a false positive.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from ltemfactory.errors import InputError
 from ltemfactory.instances import TARGET_KEYS, encode_targets
 from ltemfactory.stores import quiet_consolidated
 from ltemfactory.training.augment import AugmentConfig, augment_sample, check_fits
-from ltemfactory.training.normalisation import normalise_image
+from ltemfactory.training.normalisation import NORMALISATION, normalise_from_spec
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +211,12 @@ class _StoreReader:
         return {"store": self.store, "_group": None}
 
 
-def _sample(image: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+def _sample(
+    image: np.ndarray, labels: np.ndarray, normalisation: Mapping[str, Any] = NORMALISATION
+) -> dict[str, torch.Tensor]:
     """Normalised image (1, row, col), targets (1, row, col) and labels (row, col) int32."""
     targets = encode_targets(labels)
-    item = {"image": torch.from_numpy(normalise_image(image)[None])}
+    item = {"image": torch.from_numpy(normalise_from_spec(image, normalisation)[None])}
     for key in TARGET_KEYS:
         item[key] = torch.from_numpy(targets[key][None])
     item["labels"] = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int32))
@@ -346,10 +348,10 @@ class TrainShardDataset(IterableDataset):
 class EvalDataset(Dataset):
     """Full images of one split in store order, no augmentation; read one image per item.
 
-    Items: ``image`` and targets float32 (1, row, col) (image normalised with
-    :func:`normalise_image`), ``labels`` int32 (row, col), ``pixel_size_nm`` float [nm],
-    ``index`` int (store image index). Instances not of ``target_kinds`` are background
-    (``None``: all instances are kept).
+    Items: ``image`` and targets float32 (1, row, col) (image normalised as ``normalisation``
+    says: a model's own spec, so that older models are scored on the input they were trained
+    on), ``labels`` int32 (row, col), ``pixel_size_nm`` float [nm], ``index`` int (store image
+    index). Instances not of ``target_kinds`` are background (``None``: all instances are kept).
     """
 
     def __init__(
@@ -357,7 +359,9 @@ class EvalDataset(Dataset):
         store: str | Path,
         split: str,
         target_kinds: tuple[str, ...] | None = TARGET_KINDS_DEFAULT,
+        normalisation: Mapping[str, Any] = NORMALISATION,
     ) -> None:
+        self.normalisation = dict(normalisation)
         group = open_dataset_store(store)
         self._reader = _StoreReader(store)
         self._untargeted = untargeted_ids(group, target_kinds)
@@ -372,20 +376,24 @@ class EvalDataset(Dataset):
         idx = int(self.indices[i])
         group = self._reader.group
         labels = _targets_only(np.asarray(group["labels"][idx]), self._untargeted.get(idx))
-        item = _sample(np.asarray(group["images"][idx]), labels)
+        item = _sample(np.asarray(group["images"][idx]), labels, self.normalisation)
         item["pixel_size_nm"] = float(self._pixel[idx])
         item["index"] = idx
         return item
 
 
 def split_dataset(
-    store: str | Path, split: str, target_kinds: tuple[str, ...] | None = TARGET_KINDS_DEFAULT
+    store: str | Path,
+    split: str,
+    target_kinds: tuple[str, ...] | None = TARGET_KINDS_DEFAULT,
+    normalisation: Mapping[str, Any] = NORMALISATION,
 ) -> EvalDataset:
     """Full images of ``split`` (``train``, ``val`` or ``test``) in store order (may be empty),
-    labels restricted to ``target_kinds`` (``None``: all instances)."""
+    labels restricted to ``target_kinds`` (``None``: all instances), images normalised as
+    ``normalisation`` says (a model's stored spec)."""
     if split not in SPLIT_CODES:
         raise InputError(f"split: expected one of {sorted(SPLIT_CODES)}, got {split!r}")
-    return EvalDataset(store, split, target_kinds)
+    return EvalDataset(store, split, target_kinds, normalisation)
 
 
 class EpochDataLoader(DataLoader):

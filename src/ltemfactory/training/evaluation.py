@@ -80,7 +80,7 @@ def evaluate(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     predictor.to(device)
-    data = split_dataset(dataset, split, predictor.target_kinds)
+    data = split_dataset(dataset, split, predictor.target_kinds, predictor.normalisation)
     if len(data) == 0:
         raise InputError(f"{dataset}: the {split} split has no images")
 

@@ -198,9 +198,14 @@ class Predictor:
         self.network.to(device)
         return self
 
-    def normalise(self, images: np.ndarray) -> np.ndarray:
-        """Raw images (…, row, col) → the network's input scale (float32)."""
-        return normalise_from_spec(np.asarray(images, dtype=np.float32), self.normalisation)
+    def normalise(self, images: np.ndarray, lowpass_sigma_px: float = 0.0) -> np.ndarray:
+        """Raw images (…, row, col) → the network's input scale (float32), optionally
+        low-passed (Gaussian sigma [px]) after outlier and plane removal."""
+        return normalise_from_spec(
+            np.asarray(images, dtype=np.float32),
+            self.normalisation,
+            lowpass_sigma_px=lowpass_sigma_px,
+        )
 
     @torch.inference_mode()
     def maps(self, normalised: np.ndarray) -> dict[str, np.ndarray]:
