@@ -111,7 +111,7 @@ def main() -> None:
     predictor = load_predictor(args.model, device="auto")
     mscale = model_scale(predictor)
     priors = size_priors(mscale, args.lowpass_sigma_a, args.min_diameter_fraction)
-    data = split_dataset(args.dataset, args.split, predictor.target_kinds)
+    data = split_dataset(args.dataset, args.split, predictor.target_kinds, predictor.normalisation)
     n = len(data) if args.max_images <= 0 else min(args.max_images, len(data))
     items = [data[i] for i in range(n)]
     store = open_store(args.dataset)
