@@ -64,12 +64,15 @@ def _robust_scale(dev: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
 def remove_outliers(image: np.ndarray, sigma: float = OUTLIER_SIGMA) -> np.ndarray:
     """Replace isolated outlier pixels of each (..., row, col) image by their 3×3 median.
 
-    A pixel is an outlier when it differs from its 3×3 median (mirror borders) by more than
-    ``sigma`` robust standard deviations of that difference over the image and by more than
-    the image's own standard deviation. The second bound keeps smooth contrast in low-passed
-    or noise-free images, whose differences from the median are tiny everywhere (a lobe's
-    peak stands ~5 % of its amplitude above its 3×3 median); clusters larger than ~2×2 pixels
-    are not outliers. Returns float64 of the input's shape.
+    A pixel is an outlier when it differs from the mean of its 8 neighbours (mirror borders)
+    by more than a bound, ``sigma`` robust standard deviations of that difference over the
+    image but at least the image's own standard deviation, and from its 3×3 median by more
+    than the same bound (which clears the neighbours of a spike, pulled towards it by the
+    mean). The floor at the standard deviation keeps smooth contrast in
+    low-passed or noise-free images, whose differences are tiny everywhere (a lobe's peak
+    stands ~5 % of its amplitude above its neighbours); clusters larger than ~2×2 pixels are
+    not outliers. Only the flagged pixels' medians are computed (a full 3×3 median filter
+    cost 0.6 s on a 2048² image). Returns float64 of the input's shape.
     """
     a = np.asarray(image, dtype=np.float64)
     if a.ndim < 2:
@@ -80,11 +83,21 @@ def remove_outliers(image: np.ndarray, sigma: float = OUTLIER_SIGMA) -> np.ndarr
         return a
     from scipy import ndimage
 
-    med = ndimage.median_filter(a, size=(1,) * (a.ndim - 2) + (3, 3), mode="mirror")
-    dev = a - med
+    size = (1,) * (a.ndim - 2) + (3, 3)
+    dev = a - (9.0 * ndimage.uniform_filter(a, size, mode="mirror") - a) / 8.0
     dev -= np.median(dev, axis=(-2, -1), keepdims=True)
     bound = np.maximum(sigma * _robust_scale(dev, (-2, -1)), a.std(axis=(-2, -1), keepdims=True))
-    return np.where(np.abs(dev) > bound, med, a)
+    bad = np.nonzero(np.abs(dev) > bound)
+    if bad[0].size == 0:
+        return a
+    padded = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(1, 1), (1, 1)], mode="reflect")
+    lead, r, c = bad[:-2], bad[-2], bad[-1]
+    windows = [padded[(*lead, r + dr, c + dc)] for dr in range(3) for dc in range(3)]
+    med = np.median(np.stack(windows), axis=0)
+    keep = np.abs(a[bad] - med) > np.broadcast_to(bound, a.shape)[bad]
+    out = a.copy()
+    out[tuple(i[keep] for i in bad)] = med[keep]
+    return out
 
 
 def remove_plane(image: np.ndarray) -> np.ndarray:
