@@ -39,8 +39,8 @@ MAD_TO_SIGMA = 1.4826
 """1/Φ⁻¹(3/4): 1.4826·MAD estimates the standard deviation of Gaussian noise."""
 
 OUTLIER_SIGMA = 6.0
-"""A pixel farther than this many robust standard deviations from its 3×3 median is an outlier:
-Poisson noise at 10 e/px exceeds it in ~1 pixel per 10⁶, a hot pixel sits at tens."""
+"""Outlier bound of :func:`remove_outliers` in robust standard deviations: Gaussian noise
+exceeds 6σ in ~2 pixels per 10⁹, a hot pixel sits tens of σ out."""
 
 NORMALISATION: dict[str, Any] = {
     "method": "robust_zscore",
@@ -137,8 +137,8 @@ def normalise_image(
         clip: clip the result to [-clip, clip] [1]; ``None`` for no clipping.
         outlier_sigma: :func:`remove_outliers` threshold; ``None``: keep every pixel.
         detrend: ``"plane"`` (:func:`remove_plane`) or ``None``.
-        lowpass_sigma_px: Gaussian low-pass sigma [px] (mirror borders) before the z-score;
-            0: none.
+        lowpass_sigma_px: Gaussian low-pass sigma [px] (half-sample symmetric borders, as the
+            training band-pass) before the z-score; 0: none.
 
     Returns:
         float32 array of the shape of ``image`` [1].
@@ -167,7 +167,7 @@ def normalise_image(
         from scipy import ndimage
 
         sigma = (0.0,) * (a.ndim - 2) + (float(lowpass_sigma_px),) * 2
-        a = ndimage.gaussian_filter(a, sigma, mode="mirror")
+        a = ndimage.gaussian_filter(a, sigma, mode="reflect")
     axes = (-2, -1)
     dev = a - np.median(a, axis=axes, keepdims=True)
     out = dev / _robust_scale(dev, axes)
